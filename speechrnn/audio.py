@@ -1,0 +1,75 @@
+"""Audio I/O: read any clip soundfile can decode as mono float32 at the model's rate.
+
+torchaudio.load needs torchcodec and FFmpeg, so clips are read with soundfile;
+torchaudio only resamples. Every failure becomes an ``AudioError`` whose message
+is one line naming the file and the problem, so callers can report and skip it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 16_000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used; ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Read a clip as a mono float32 waveform at ``sample_rate``.
+
+    Args:
+        path (str | Path): any file soundfile reads (wav, flac, ogg, ...), any rate, any channels.
+        sample_rate (int, optional): rate to resample to. (Default: ``16000``)
+
+    Returns:
+        Tensor: ``(num_samples,)`` in [-1, 1]; channels are averaged.
+
+    Raises:
+        AudioError: empty, unreadable, truncated or non-finite audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        reason = str(err).replace("\n", " ").replace(f"Error opening {str(path)!r}: ", "")
+        raise AudioError(path, f"not readable audio ({reason})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "no samples (zero-length audio)")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "audio has NaN or infinite samples")
+    wave = torch.from_numpy(data.mean(axis=1))  # (N,)
+    if rate != sample_rate:
+        wave = AF.resample(wave, rate, sample_rate)
+    return wave
+
+
+def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Zero-pad at the end or crop to exactly ``num_samples`` (last dimension)."""
+    n = wave.shape[-1]
+    if n >= num_samples:
+        return wave[..., :num_samples]
+    return torch.nn.functional.pad(wave, (0, num_samples - n))
+
+
+def find_audio(path: str | Path) -> list[Path]:
+    """Audio files under a folder (recursive, sorted), or the file itself."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)

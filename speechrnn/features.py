@@ -1,0 +1,122 @@
+"""The MFCC frontend: waveform -> normalised MFCC frames, as part of the model.
+
+It lives inside the model (as in NeMo and SpeechBrain) so that its settings and
+the normalisation statistics travel in the checkpoint, and ``transcribe`` on a
+raw clip computes exactly the training features.
+
+Frames are computed with ``center=False``: frame t covers samples
+[t * hop, t * hop + win), so features of a stream can be produced chunk by chunk
+with the same result as the whole clip (see ``speechrnn.streaming``). For the same
+reason the dB scale has no ``top_db`` clamp, which would depend on the whole clip.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+
+class MFCC(nn.Module):
+    """Mel-frequency cepstral coefficients with per-coefficient normalisation.
+
+    Args:
+        sample_rate (int, optional): input rate in Hz. (Default: ``16000``)
+        n_mfcc (int, optional): cepstral coefficients per frame. (Default: ``40``)
+        win_ms (float, optional): analysis window in ms. (Default: ``30``)
+        hop_ms (float, optional): frame hop in ms. (Default: ``10``)
+        n_mels (int, optional): mel bands. (Default: ``40``)
+        f_min (float, optional): lowest mel frequency in Hz. (Default: ``20``)
+        f_max (float, optional): highest mel frequency in Hz. (Default: ``7600``)
+        deltas (int, optional): 0 (none), 1 (add deltas) or 2 (add deltas and delta-deltas). (Default: ``0``)
+        stack (int, optional): consecutive frames concatenated into one RNN step, which
+            shortens the sequence the RNN must carry gradients through. (Default: ``1``)
+        normalize (bool, optional): subtract the training mean and divide by the
+            training std of each coefficient (see ``fit_normalization``). (Default: ``True``)
+
+    Shapes:
+        ``(B, N)`` waveform -> ``(B, T, F)`` with ``T = num_frames(N)`` and ``F = dim``.
+
+    Example:
+        >>> mfcc = MFCC(n_mfcc=20, stack=4)
+        >>> mfcc(torch.randn(2, 16000)).shape
+        torch.Size([2, 24, 80])
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, win_ms: float = 30.0,
+                 hop_ms: float = 10.0, n_mels: int = 40, f_min: float = 20.0,
+                 f_max: float = 7600.0, deltas: int = 0, stack: int = 1, normalize: bool = True):
+        super().__init__()
+        if n_mfcc < 1 or n_mels < n_mfcc:
+            raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
+        if not 0 < hop_ms <= win_ms:
+            raise ValueError(f"need 0 < hop_ms <= win_ms, got hop_ms={hop_ms}, win_ms={win_ms}")
+        if not 0 <= f_min < f_max <= sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2 = {sample_rate / 2}, got f_min={f_min}, f_max={f_max}")
+        if deltas not in (0, 1, 2):
+            raise ValueError(f"deltas must be 0, 1 or 2, got {deltas}")
+        if stack < 1:
+            raise ValueError(f"stack must be >= 1, got {stack}")
+        self.sample_rate, self.n_mfcc, self.deltas, self.stack = sample_rate, n_mfcc, deltas, stack
+        self.normalize = normalize
+        self.win_length = round(sample_rate * win_ms / 1000)
+        self.hop_length = round(sample_rate * hop_ms / 1000)
+        # n_fft = window, so with center=False frame t covers exactly [t * hop, t * hop + win)
+        self.melspec = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=self.win_length, win_length=self.win_length,
+            hop_length=self.hop_length, f_min=f_min, f_max=f_max, n_mels=n_mels,
+            center=False, power=2.0, mel_scale="htk")
+        self.to_db = torchaudio.transforms.AmplitudeToDB("power", top_db=None)
+        self.register_buffer("dct", torchaudio.functional.create_dct(n_mfcc, n_mels, "ortho"))  # (M, C)
+        self.register_buffer("mean", torch.zeros(n_mfcc))
+        self.register_buffer("std", torch.ones(n_mfcc))
+
+    @property
+    def dim(self) -> int:
+        """Features per RNN step."""
+        return self.n_mfcc * (1 + self.deltas) * self.stack
+
+    def num_frames(self, num_samples: int) -> int:
+        """RNN steps for a clip of ``num_samples`` (after stacking)."""
+        frames = max(0, 1 + (num_samples - self.win_length) // self.hop_length)
+        return frames // self.stack
+
+    def cepstra(self, wave: Tensor) -> Tensor:
+        """Un-normalised MFCC frames: ``(B, N)`` -> ``(B, T0, n_mfcc)``."""
+        if wave.shape[-1] < self.win_length:
+            raise ValueError(f"need at least {self.win_length} samples for one frame, got {wave.shape[-1]}")
+        mel = self.to_db(self.melspec(wave))  # (B, M, T0)
+        return mel.transpose(-1, -2) @ self.dct  # (B, T0, C)
+
+    def forward(self, wave: Tensor, mask: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Waveform ``(B, N)`` -> steps ``(B, T, F)``; ``mask`` (SpecAugment) sees frames before stacking."""
+        x = self.cepstra(wave)  # (B, T0, C)
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        if mask is not None:
+            x = mask(x)
+        if self.deltas:
+            d1 = torchaudio.functional.compute_deltas(x.transpose(1, 2)).transpose(1, 2)
+            parts = [x, d1]
+            if self.deltas == 2:
+                parts.append(torchaudio.functional.compute_deltas(d1.transpose(1, 2)).transpose(1, 2))
+            x = torch.cat(parts, dim=-1)  # (B, T0, C * (1 + deltas))
+        B, T0, F = x.shape
+        T = T0 // self.stack
+        return x[:, : T * self.stack].reshape(B, T, F * self.stack)  # (B, T, F * stack)
+
+    @torch.no_grad()
+    def fit_normalization(self, waves: Iterable[Tensor]) -> None:
+        """Set ``mean`` and ``std`` per coefficient from batches of training waveforms ``(B, N)``."""
+        total, sq, count = 0.0, 0.0, 0
+        for wave in waves:
+            x = self.cepstra(wave.to(self.dct.device)).double().reshape(-1, self.n_mfcc)
+            total, sq, count = total + x.sum(0), sq + (x * x).sum(0), count + x.shape[0]
+        if count == 0:
+            raise ValueError("fit_normalization got no audio")
+        mean = total / count
+        std = (sq / count - mean * mean).clamp_min(1e-8).sqrt()
+        self.mean.copy_(mean.float())
+        self.std.copy_(std.float())

@@ -1,0 +1,42 @@
+"""Shared test helpers: tiny Speech Commands-layout folders built in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tone(freq: float, seconds: float = 1.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A short noisy tone: distinct per frequency, so tiny models can tell 'words' apart."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def write_wav(path: Path, data: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def tone_folder(tmp_path: Path) -> Path:
+    """words a/b/c as tones, 8 speakers each, with list files putting 2 speakers in val and 2 in test."""
+    root = tmp_path / "tones"
+    freqs = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}
+    speakers = [f"{i:08x}" for i in range(8)]
+    for word, f in freqs.items():
+        for k, spk in enumerate(speakers):
+            write_wav(root / word / f"{spk}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
+    val = [f"{w}/{speakers[0]}_nohash_0.wav" for w in freqs] + [f"{w}/{speakers[1]}_nohash_0.wav" for w in freqs]
+    test = [f"{w}/{speakers[2]}_nohash_0.wav" for w in freqs] + [f"{w}/{speakers[3]}_nohash_0.wav" for w in freqs]
+    (root / "validation_list.txt").write_text("\n".join(val) + "\n")
+    (root / "testing_list.txt").write_text("\n".join(test) + "\n")
+    write_wav(root / "_background_noise_" / "white.wav",
+              (0.1 * np.random.default_rng(1).standard_normal(16000 * 3)).astype(np.float32))
+    return root

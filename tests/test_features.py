@@ -1,0 +1,58 @@
+"""The MFCC frontend: agrees with librosa, stacks frames, carries its normalisation."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from speechrnn.features import MFCC
+
+# torchaudio and librosa build the same mel filterbank (HTK scale, no norm) and dB scale;
+# in float32 they differ by rounding only. Measured: max |diff| about 7e-5 dB on
+# coefficients up to ~60 dB, so 1e-3 dB absolute is a safe, documented tolerance.
+LIBROSA_TOLERANCE_DB = 1e-3
+
+
+def test_matches_librosa_mfcc_on_the_same_settings():
+    y = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    ours = MFCC(n_mfcc=40, win_ms=30, hop_ms=10, n_mels=40, f_min=20, f_max=7600, normalize=False)
+    got = ours(torch.from_numpy(y)[None])[0].numpy()  # (T, C)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=480, hop_length=160, win_length=480, window="hann",
+                                         center=False, power=2.0, n_mels=40, fmin=20, fmax=7600, htk=True, norm=None)
+    want = librosa.feature.mfcc(S=librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None),
+                                n_mfcc=40, dct_type=2, norm="ortho").T
+    assert got.shape == want.shape == (98, 40)
+    np.testing.assert_allclose(got, want, atol=LIBROSA_TOLERANCE_DB)
+
+
+def test_stacking_concatenates_consecutive_frames():
+    wave = torch.randn(2, 16000)
+    plain = MFCC(n_mfcc=13, n_mels=40, normalize=False)(wave)  # (2, 98, 13)
+    stacked = MFCC(n_mfcc=13, n_mels=40, stack=4, normalize=False)(wave)  # (2, 24, 52)
+    assert stacked.shape == (2, 24, 52)
+    torch.testing.assert_close(stacked[:, 1, 13:26], plain[:, 5])
+
+
+def test_deltas_add_coefficients_and_num_frames_predicts_length():
+    mfcc = MFCC(n_mfcc=20, deltas=2, stack=3, hop_ms=20, win_ms=40)
+    out = mfcc(torch.randn(1, 16000))
+    assert out.shape == (1, mfcc.num_frames(16000), mfcc.dim) == (1, 16, 180)
+
+
+def test_fit_normalization_whitens_the_training_features_and_is_saved():
+    mfcc = MFCC(n_mfcc=10)
+    waves = [torch.randn(4, 16000) * s for s in (0.1, 0.5)]
+    mfcc.fit_normalization(waves)
+    x = torch.cat([mfcc(w) for w in waves]).reshape(-1, 10)
+    torch.testing.assert_close(x.mean(0), torch.zeros(10), atol=1e-3, rtol=0)
+    torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(10), atol=1e-3, rtol=0)
+    restored = MFCC(n_mfcc=10)
+    restored.load_state_dict(mfcc.state_dict())
+    torch.testing.assert_close(restored(waves[0]), mfcc(waves[0]))
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_mfcc=50, n_mels=40), dict(hop_ms=40, win_ms=30), dict(deltas=3),
+                                    dict(stack=0), dict(f_max=9000)])
+def test_rejects_impossible_settings(kwargs):
+    with pytest.raises(ValueError):
+        MFCC(**kwargs)
