@@ -1,0 +1,198 @@
+"""synth.py: an espeak-ng corpus in the exact Speech Commands layout, deterministic and built once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechrnn import synth
+from speechrnn.synth import MARKER, NOISES, Voice, generate_corpus, main, sample_speakers, synthesize
+
+SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1,
+             noise_seconds=1.0, progress=False)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def speakers_of(names) -> set[str]:
+    return {Path(n).name.split("_nohash_")[0] for n in names}
+
+
+def train_clips(root: Path) -> set[str]:
+    held_out = set((root / "validation_list.txt").read_text().split()) | set((root / "testing_list.txt").read_text().split())
+    return {f"{p.parent.name}/{p.name}" for p in root.glob("*/*_nohash_*.wav")} - held_out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return generate_corpus(tmp_path_factory.mktemp("synth") / "sc", seed=0, **SMALL)
+
+
+def test_layout_and_wav_format_match_speech_commands(corpus):
+    assert sorted(p.name for p in corpus.iterdir() if p.is_dir()) == ["_background_noise_", "no", "up", "yes"]
+    clips = sorted(corpus.glob("*/*_nohash_*.wav"))
+    assert len(clips) == 3 * 6
+    for path in clips:
+        assert re.fullmatch(r"[0-9a-f]{8}_nohash_0\.wav", path.name)
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "PCM_16", 16000)
+    assert sorted(p.stem for p in (corpus / "_background_noise_").glob("*.wav")) == sorted(NOISES)
+    for path in (corpus / "_background_noise_").glob("*.wav"):
+        x, rate = sf.read(path, dtype="float32")
+        assert rate == 16000 and len(x) == 16000 and 0.01 < x.std() < 0.2
+    assert (corpus / "README.md").read_text().startswith(synth.README_TITLE)
+    assert json.loads((corpus / MARKER).read_text())["params"]["seed"] == 0
+
+
+def test_lists_name_existing_clips_of_held_out_speakers(corpus):
+    val = (corpus / "validation_list.txt").read_text().splitlines()
+    test = (corpus / "testing_list.txt").read_text().splitlines()
+    assert len(val) == len(test) == 3  # one speaker x three words each
+    assert all((corpus / name).is_file() for name in val + test)
+    train = speakers_of(train_clips(corpus))
+    assert len(train) == 4
+    assert not speakers_of(val) & train and not speakers_of(test) & train and not speakers_of(val) & speakers_of(test)
+
+
+def test_held_out_speakers_use_voices_no_training_speaker_uses():
+    split = sample_speakers(200, 20, 20, seed=3)
+    pairs = {s: {(v.accent, v.variant) for v in voices} for s, voices in split.items()}
+    assert [len(v) for v in split.values()] == [160, 20, 20]
+    assert not pairs["training"] & pairs["validation"] and not pairs["training"] & pairs["testing"]
+    assert not pairs["validation"] & pairs["testing"]
+    ids = [v.speaker_id for voices in split.values() for v in voices]
+    assert len(set(ids)) == len(ids)
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(corpus, tmp_path):
+    synthesize("marvin", Voice("en-gb-scotland", "klatt", 150))  # leave espeak in a used state first
+    again = generate_corpus(tmp_path / "again", seed=0, **SMALL)
+    assert tree(again) == tree(corpus)
+    other = tree(generate_corpus(tmp_path / "other", seed=1, **SMALL))
+    assert other.keys() != tree(corpus).keys()  # new speakers, so new file names
+    assert other["_background_noise_/white_noise.wav"] != tree(corpus)["_background_noise_/white_noise.wav"]
+
+
+def test_second_call_reuses_and_changed_parameters_regenerate(tmp_path):
+    root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
+    mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert generate_corpus(root, seed=0, **SMALL) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
+
+    generate_corpus(root, seed=0, **{**SMALL, "words": ("yes", "go")})
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["_background_noise_", "go", "yes"]
+    assert json.loads((root / MARKER).read_text())["params"]["words"] == ["yes", "go"]
+    assert not list(tmp_path.glob(".sc.*"))  # no staging or old copy left beside it
+
+
+def test_missing_marker_means_incomplete_and_is_regenerated(tmp_path):
+    root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
+    before = tree(root)
+    (root / MARKER).unlink()
+    (root / "yes" / "junk.wav").write_bytes(b"RIFF")  # a truncated leftover
+    generate_corpus(root, seed=0, **SMALL)
+    assert tree(root) == before
+
+
+def test_interrupted_generation_leaves_root_untouched(tmp_path, monkeypatch):
+    root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
+    before = tree(root)
+    calls = []
+
+    def dies_on_fifth(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return render(*args)
+
+    render = synth.render_clip
+    monkeypatch.setattr(synth, "render_clip", dies_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        generate_corpus(root, seed=1, **SMALL)
+    assert tree(root) == before  # the old corpus, complete
+    monkeypatch.setattr(synth, "render_clip", render)
+    generate_corpus(root, seed=1, **SMALL)
+    assert json.loads((root / MARKER).read_text())["params"]["seed"] == 1
+    assert not list(tmp_path.glob(".sc.*"))
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_corpus(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a synthetic corpus"):
+        generate_corpus(tmp_path, **SMALL)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def speech_seconds(wave: np.ndarray, rate: int, floor_db: float = -45) -> float:
+    """Seconds of 10 ms frames louder than floor_db relative to the loudest frame."""
+    hop = rate // 100
+    frames = wave[: len(wave) // hop * hop].astype(np.float64).reshape(-1, hop)
+    rms = np.sqrt((frames ** 2).mean(axis=1)) + 1e-9
+    return float((20 * np.log10(rms / rms.max()) > floor_db).sum() / 100)
+
+
+def high_band_share(wave: np.ndarray, rate: int) -> float:
+    """Share of the energy above 3 kHz: large for fricatives (s, ks), small for nasals and vowels."""
+    power = np.abs(np.fft.rfft(wave.astype(np.float64))) ** 2
+    return float(power[np.fft.rfftfreq(len(wave), 1 / rate) > 3000].sum() / power.sum())
+
+
+def test_synthesized_word_is_speech_not_silence():
+    wave, rate = synthesize("seven", Voice("en-us", "m3"))
+    assert rate == 22050 and wave.dtype == np.int16
+    assert np.sqrt(np.mean(wave.astype(np.float64) ** 2)) > 1000  # about -30 dBFS or louder
+    assert 0.3 < speech_seconds(wave, rate) < 1.0
+
+
+def test_different_words_sound_different():
+    voice = Voice("en-gb-x-rp", "f2", 160)
+    six, rate = synthesize("six", voice)
+    no, _ = synthesize("no", voice)
+    assert high_band_share(six, rate) > 5 * high_band_share(no, rate)  # /s/ and /ks/ against a nasal and a vowel
+
+
+def test_synthesis_is_independent_of_what_came_before():
+    voice = Voice("en-029", "m7", 170, 40, 60)
+    first, _ = synthesize("happy", voice)
+    for word in ("backward", "sheila", "zero"):
+        synthesize(word, Voice("en-us-nyc", "grandma", 140))
+    assert np.array_equal(synthesize("happy", voice)[0], first)
+
+
+def test_clips_hold_the_word_inside_the_second(corpus):
+    for path in sorted(corpus.glob("*/*_nohash_*.wav")):
+        x, _ = sf.read(path, dtype="float32")
+        assert 0.1 < speech_seconds(x, 16000, floor_db=-30) < 0.95  # the noise floor is >= 38 dB down
+        assert np.abs(x[:160]).max() < 0.01 and np.abs(x[-160:]).max() < 0.01  # faint noise at the edges
+        assert np.abs(x).max() > 0.1
+
+
+def test_voice_rejects_bad_values():
+    with pytest.raises(ValueError, match="variant 'robot9'"):
+        Voice("en-us", "robot9")
+    with pytest.raises(ValueError, match="rate"):
+        Voice("en-us", "m3", rate=20)
+    with pytest.raises(ValueError, match="no voice 'xx-nowhere'"):
+        synthesize("yes", Voice("xx-nowhere", "m3"))
+    assert re.fullmatch(r"[0-9a-f]{8}", Voice("en-us", "m3").speaker_id)
+    assert Voice("en-us", "m3").speaker_id != Voice("en-us", "m3", pitch=51).speaker_id
+
+
+def test_cli_generates_and_summarises(tmp_path, capsys):
+    main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
+          "--test-speakers", "1", "--noise-seconds", "1"])
+    out = capsys.readouterr().out
+    assert "8 clips, 4 speakers (2 train / 1 val / 1 test)" in out
+    assert len(list((tmp_path / "cli").glob("*/*_nohash_*.wav"))) == 8
+    main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
+          "--test-speakers", "1", "--noise-seconds", "1"])
+    assert "reused" in capsys.readouterr().out
