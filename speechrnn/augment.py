@@ -1,0 +1,81 @@
+"""Training-only augmentation, as in the reference recipe: shift, background noise, SpecAugment.
+
+Waveform augmentation (``WaveAugment``) runs on a batch in the data module's
+``on_after_batch_transfer``; SpecAugment masks (``SpecAugment``) run on features
+inside the training step. Evaluation never sees either.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+
+class WaveAugment(nn.Module):
+    """Random time shift and background-noise mixing of a batch of clips.
+
+    Args:
+        shift_ms (float, optional): shift uniformly in [-shift_ms, shift_ms], zero-filled. (Default: ``100``)
+        noise_prob (float, optional): probability a clip gets background noise. (Default: ``0.8``)
+        noise_volume (float, optional): noise gain drawn uniformly in [0, noise_volume]. (Default: ``0.1``)
+        sample_rate (int, optional): rate of the clips. (Default: ``16000``)
+
+    Shapes:
+        ``(B, N)`` clips and ``(K, M)`` noise (``M >= N``) -> ``(B, N)``.
+    """
+
+    def __init__(self, shift_ms: float = 100.0, noise_prob: float = 0.8, noise_volume: float = 0.1,
+                 sample_rate: int = 16000):
+        super().__init__()
+        if shift_ms < 0 or not 0 <= noise_prob <= 1 or noise_volume < 0:
+            raise ValueError(f"need shift_ms >= 0, 0 <= noise_prob <= 1, noise_volume >= 0; got "
+                             f"{shift_ms}, {noise_prob}, {noise_volume}")
+        self.shift = int(sample_rate * shift_ms / 1000)
+        self.noise_prob, self.noise_volume = noise_prob, noise_volume
+
+    def forward(self, wave: Tensor, noise: Tensor | None = None) -> Tensor:
+        B, N = wave.shape
+        if self.shift:
+            # gather with a per-clip offset; indices outside the clip read zeros
+            shift = torch.randint(-self.shift, self.shift + 1, (B, 1), device=wave.device)
+            idx = torch.arange(N, device=wave.device) - shift  # (B, N)
+            valid = (idx >= 0) & (idx < N)
+            wave = torch.where(valid, wave.gather(1, idx.clamp(0, N - 1)), torch.zeros_like(wave))
+        if noise is not None and len(noise) and self.noise_prob > 0:
+            k = torch.randint(len(noise), (B,), device=wave.device)
+            start = (torch.rand(B, device=wave.device) * (noise.shape[1] - N)).long()
+            idx = start[:, None] + torch.arange(N, device=wave.device)  # (B, N)
+            clips = noise[k[:, None], idx]  # (B, N)
+            gain = torch.rand(B, 1, device=wave.device) * self.noise_volume
+            gain = gain * (torch.rand(B, 1, device=wave.device) < self.noise_prob)
+            wave = (wave + gain * clips).clamp(-1, 1)
+        return wave
+
+
+class SpecAugment(nn.Module):
+    """Time and frequency masks on MFCC frames (Park et al., 2019).
+
+    Args:
+        freq_masks (int, optional): number of frequency masks. (Default: ``2``)
+        freq_width (int, optional): largest frequency mask, in coefficients. (Default: ``5``)
+        time_masks (int, optional): number of time masks. (Default: ``2``)
+        time_width (int, optional): largest time mask, in steps. (Default: ``2``)
+
+    Shapes:
+        ``(B, T, F)`` -> ``(B, T, F)``.
+    """
+
+    def __init__(self, freq_masks: int = 2, freq_width: int = 5, time_masks: int = 2, time_width: int = 2):
+        super().__init__()
+        if min(freq_masks, freq_width, time_masks, time_width) < 0:
+            raise ValueError("SpecAugment mask counts and widths must be >= 0")
+        self.masks = nn.ModuleList(
+            [torchaudio.transforms.FrequencyMasking(freq_width, iid_masks=True) for _ in range(freq_masks if freq_width else 0)]
+            + [torchaudio.transforms.TimeMasking(time_width, iid_masks=True) for _ in range(time_masks if time_width else 0)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.transpose(1, 2)  # (B, F, T), the layout torchaudio's masks expect
+        for mask in self.masks:
+            x = mask(x)
+        return x.transpose(1, 2)

@@ -1,0 +1,151 @@
+"""Speech Commands-layout folders: find clips, split them, label them for a task.
+
+A folder is in the Speech Commands layout when it holds ``<word>/<clip>.wav``
+(names ``<speaker>_nohash_<n>.wav``), optionally ``validation_list.txt`` /
+``testing_list.txt`` and ``_background_noise_/``. The canonical test set adds
+``_unknown_/`` (``<word>_<speaker>_nohash_<n>.wav.wav``) and ``_silence_/``.
+
+Splits follow the reference recipe (TensorFlow's ``input_data.py``): the list
+files when present, otherwise the SHA-1 hash of the part of the name before
+``_nohash_``, so one speaker never lands in two splits. For kws12, ``_unknown_``
+and ``_silence_`` are each ``unknown_percentage`` / ``silence_percentage`` of the
+known-word clips of a split; unknown clips are drawn from the other words, silence
+is cut from ``_background_noise_``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from speechrnn.audio import AUDIO_EXTENSIONS
+from speechrnn.labels import BACKGROUND_NOISE_DIR, COMMANDS, SILENCE, UNKNOWN, words_for_version
+
+SPLITS = ("training", "validation", "testing")
+MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # from the reference recipe's hash rule
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be used; the message is one line naming it and the fix."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example: a clip file, or a silence cut (``path`` None, ``noise`` index and ``offset``)."""
+
+    label: str
+    path: Path | None = None
+    noise: int = -1
+    offset: int = 0
+    volume: float = 0.0
+
+
+def task_labels(task: str, version: str = "v0.02", words: list[str] | None = None,
+                silence: bool = True, unknown: bool = True) -> list[str]:
+    """Class names of a task: ``kws12``, ``kws35`` (every word of the version) or ``custom``."""
+    if task == "kws12":
+        return list(COMMANDS) + [SILENCE, UNKNOWN]
+    if task == "kws35":
+        return list(words_for_version(version))
+    if task == "custom":
+        if not words:
+            raise DatasetError("task=custom needs data.words, a list of keywords")
+        return list(words) + ([SILENCE] if silence else []) + ([UNKNOWN] if unknown else [])
+    raise DatasetError(f"unknown task {task!r}: expected kws12, kws35 or custom")
+
+
+def hash_split(filename: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
+    """The reference recipe's split of a clip, from the SHA-1 of its name before ``_nohash_``."""
+    name = re.sub(r"_nohash_.*$", "", Path(filename).name)
+    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX_NUM_WAVS_PER_CLASS + 1)
+    percentage = bucket * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+    if percentage < validation_percentage:
+        return "validation"
+    if percentage < validation_percentage + testing_percentage:
+        return "testing"
+    return "training"
+
+
+def scan(root: str | Path) -> dict[str, list[Path]]:
+    """Clips per label folder under ``root`` (sorted); ``_background_noise_`` is left out."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist: expected a folder in the Speech Commands "
+                           "layout (<word>/<clip>.wav); set data.root")
+    folders = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE_DIR):
+        clips = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        if clips:
+            folders[sub.name] = clips
+    if not folders:
+        raise DatasetError(f"{root} has no label folders with audio: expected the Speech Commands layout "
+                           "<word>/<clip>.wav")
+    return folders
+
+
+def read_split_lists(root: Path) -> dict[str, set[str]] | None:
+    """``validation_list.txt`` and ``testing_list.txt`` as sets of ``word/file`` names, or None."""
+    lists = {"validation": root / "validation_list.txt", "testing": root / "testing_list.txt"}
+    if not all(p.is_file() for p in lists.values()):
+        return None
+    named = {s: {ln.strip() for ln in p.read_text().splitlines() if ln.strip()} for s, p in lists.items()}
+    for split, names in named.items():
+        missing = sorted(n for n in names if not (root / n).is_file())
+        if missing:
+            raise DatasetError(f"{lists[split]} names {len(missing)} clips that do not exist under {root} "
+                               f"(first: {missing[0]}); fix the list or restore the clips")
+    return named
+
+
+def split_clips(root: str | Path, folders: dict[str, list[Path]], validation_percentage: float = 10.0,
+                testing_percentage: float = 10.0) -> dict[str, dict[str, list[Path]]]:
+    """``{split: {folder: clips}}`` from the list files, or from the hash rule where there are none."""
+    root = Path(root)
+    lists = read_split_lists(root)
+    out: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
+    for word, clips in folders.items():
+        for clip in clips:
+            if lists is not None:
+                rel = f"{word}/{clip.name}"
+                split = next((s for s in ("validation", "testing") if rel in lists[s]), "training")
+            else:
+                split = hash_split(clip.name, validation_percentage, testing_percentage)
+            out[split].setdefault(word, []).append(clip)
+    return out
+
+
+def label_items(folders: dict[str, list[Path]], labels: list[str], *, sample: bool,
+                unknown_percentage: float = 10.0, silence_percentage: float = 10.0,
+                noise_lengths: list[int] = (), clip_samples: int = 16000, seed: int = 59185) -> list[Item]:
+    """Label the clips of one split for a task.
+
+    Folders named after a label keep it; ``_silence_`` and ``_unknown_`` folders keep theirs;
+    any other word becomes ``_unknown_`` when the task has it and is dropped otherwise.
+    With ``sample`` (a split cut from word folders), unknown clips are drawn to
+    ``unknown_percentage`` of the known clips and silence cuts are added to
+    ``silence_percentage``, as in the reference recipe; without it (a folder such as the
+    canonical test set) every clip is used as it is.
+    """
+    rng = random.Random(seed)
+    known = [Item(w, p) for w in sorted(folders) if w in labels for p in folders[w]]
+    others = [Item(UNKNOWN, p) for w in sorted(folders) if w not in labels and w != SILENCE for p in folders[w]]
+    if UNKNOWN not in labels:
+        others = []
+    elif sample:
+        rng.shuffle(others)
+        others = others[: math.ceil(len(known) * unknown_percentage / 100)]
+    items = known + others
+    if SILENCE in labels and sample and SILENCE not in folders:
+        count = math.ceil(len(known) * silence_percentage / 100)
+        for _ in range(count):
+            if noise_lengths:
+                k = rng.randrange(len(noise_lengths))
+                offset = rng.randrange(max(1, noise_lengths[k] - clip_samples))
+                items.append(Item(SILENCE, noise=k, offset=offset, volume=rng.uniform(0.0, 1.0)))
+            else:
+                items.append(Item(SILENCE))  # no noise files: digital silence, as the reference does
+    return items

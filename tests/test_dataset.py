@@ -1,0 +1,77 @@
+"""Speech Commands protocol: splits, task labels, unknown/silence proportions, odd layouts."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechrnn.dataset import DatasetError, hash_split, label_items, scan, split_clips, task_labels
+from speechrnn.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
+
+from conftest import tone, write_wav
+
+
+def test_task_labels():
+    assert task_labels("kws12") == list(COMMANDS) + [SILENCE, UNKNOWN]
+    assert task_labels("kws35", "v0.02") == list(WORDS_V2) and len(WORDS_V2) == 35
+    assert len(task_labels("kws35", "v0.01")) == len(WORDS_V1) == 30
+    assert task_labels("custom", words=["up", "down"], silence=False) == ["up", "down", UNKNOWN]
+    with pytest.raises(DatasetError, match="data.words"):
+        task_labels("custom")
+
+
+def test_hash_split_keeps_a_speaker_together_and_has_the_reference_proportions():
+    assert {hash_split(f"abcd1234_nohash_{n}.wav") for n in range(5)} == {hash_split("abcd1234_nohash_0.wav")}
+    # the canonical test set's unknown clips keep the same rule on <word>_<speaker>
+    splits = [hash_split(f"{i:08x}_nohash_0.wav") for i in range(4000)]
+    share = {s: splits.count(s) / len(splits) for s in ("training", "validation", "testing")}
+    assert abs(share["validation"] - 0.1) < 0.02 and abs(share["testing"] - 0.1) < 0.02
+
+
+def test_list_files_decide_the_split(tone_folder):
+    splits = split_clips(tone_folder, scan(tone_folder))
+    speakers = {s: {p.name.split("_")[0] for clips in by.values() for p in clips} for s, by in splits.items()}
+    assert speakers["validation"] == {"00000000", "00000001"}
+    assert speakers["testing"] == {"00000002", "00000003"}
+    assert not speakers["training"] & (speakers["validation"] | speakers["testing"])
+
+
+def test_list_file_naming_a_missing_clip_is_a_clear_error(tone_folder):
+    with open(tone_folder / "testing_list.txt", "a") as f:
+        f.write("yes/gone_nohash_0.wav\n")
+    with pytest.raises(DatasetError, match=r"testing_list.txt names 1 clips that do not exist.*yes/gone_nohash_0"):
+        split_clips(tone_folder, scan(tone_folder))
+
+
+def test_folder_without_labels_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no label folders with audio"):
+        scan(tmp_path)
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan(tmp_path / "nowhere")
+
+
+def test_kws12_draws_unknown_and_silence_at_ten_percent_of_known():
+    folders = {w: [Path(f"{w}/{i:08x}_nohash_0.wav") for i in range(50)] for w in ("yes", "no", "bed", "cat", "dog")}
+    items = label_items(folders, task_labels("kws12"), sample=True, noise_lengths=[48000], seed=1)
+    labels = [it.label for it in items]
+    known = labels.count("yes") + labels.count("no")
+    assert known == 100
+    assert labels.count(UNKNOWN) == math.ceil(0.1 * known)
+    assert labels.count(SILENCE) == math.ceil(0.1 * known)
+    assert {it.path.parts[0] for it in items if it.label == UNKNOWN} <= {"bed", "cat", "dog"}
+    silence = [it for it in items if it.label == SILENCE]
+    assert all(it.path is None and 0 <= it.offset <= 48000 - 16000 for it in silence)
+    again = label_items(folders, task_labels("kws12"), sample=True, noise_lengths=[48000], seed=1)
+    assert again == items  # deterministic for a seed
+
+
+def test_canonical_test_set_layout_uses_every_clip(tmp_path):
+    root = tmp_path / "speech_commands_test_set_v0.02"
+    write_wav(root / "yes" / "0a1b2c3d_nohash_0.wav", tone(300))
+    write_wav(root / "_unknown_" / "bed_0a1b2c3d_nohash_0.wav.wav", tone(900))
+    write_wav(root / "_unknown_" / "cat_9f9f9f9f_nohash_1.wav.wav", tone(1200, rate=8000), rate=8000)
+    write_wav(root / "_silence_" / "0.wav", np.zeros(16000, np.float32))
+    items = label_items(scan(root), task_labels("kws12"), sample=False)
+    assert sorted(it.label for it in items) == [SILENCE, UNKNOWN, UNKNOWN, "yes"]
