@@ -1,0 +1,61 @@
+"""Checkpoints: written atomically, loaded into a ready model with one-line errors.
+
+A checkpoint is self-contained: its hyper-parameters hold the labels, the feature
+settings and the encoder settings, and its state dict holds the weights and the
+frontend's normalisation statistics, so a clip needs nothing else to be classified.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from speechrnn.atomic import atomic_save
+from speechrnn.model import KeywordSpotter
+
+REQUIRED_HPARAMS = ("labels", "features", "encoder")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes to a temp file and renames it, so a kill
+    during a save leaves the previous good checkpoint, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
+    """The ``KeywordSpotter`` stored in a training checkpoint, in eval mode.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; pass the .ckpt written by python -m speechrnn.train "
+                              "(runs/<run>/checkpoints/best.ckpt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises many types for a non-checkpoint file
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
+    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if not all(k in hparams for k in REQUIRED_HPARAMS) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a speechrnn checkpoint (no labels/features/encoder settings); "
+                              "use one written by python -m speechrnn.train")
+    model = KeywordSpotter(hparams["labels"], hparams["features"], hparams["encoder"])
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise CheckpointError(f"{path}: weights do not fit the model its settings describe ({first})") from None
+    return model.eval()

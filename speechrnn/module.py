@@ -1,0 +1,158 @@
+"""The Lightning module: trains a ``KeywordSpotter`` on its last hidden state.
+
+The loss is cross-entropy on ``W_hy h_T + b_y``; an optional auxiliary loss on the
+per-step outputs ``y_t = W_hy h_t + b_y`` (``aux_loss_weight``) gives early steps a
+short gradient path, while the prediction still uses the last hidden state.
+
+Gradient clipping is part of the loop: Lightning's ``gradient_clip_val`` /
+``gradient_clip_algorithm`` from ``conf/trainer`` drive ``configure_gradient_clipping``,
+which logs the gradient norm *before* clipping and whether clipping fired.
+Everything the checkpoint needs to rebuild the model (labels, feature settings,
+encoder settings) is saved as hyper-parameters; the normalisation statistics are
+buffers of the frontend, so they are in the state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from speechrnn.augment import SpecAugment
+from speechrnn.model import KeywordSpotter
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss or gradient."""
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class KeywordModule(L.LightningModule):
+    """Lightning wrapper of ``KeywordSpotter``.
+
+    Args:
+        labels (list[str]): class names.
+        features (dict): ``MFCC`` arguments.
+        encoder (dict): ``build_encoder`` arguments.
+        optimizer (dict): Hydra config of a ``torch.optim`` class, called with the parameters.
+        scheduler (dict, optional): Hydra config of an LR scheduler (``_target_`` plus args) called
+            with ``optimizer`` and ``total_steps`` and stepped every step, such as ``warmup_cosine``
+            or ``torch.optim.lr_scheduler.OneCycleLR``; ``None`` keeps the LR fixed. (Default: ``None``)
+        specaugment (dict, optional): ``SpecAugment`` arguments; ``None`` disables it. (Default: ``None``)
+        aux_loss_weight (float, optional): weight of the per-step auxiliary loss. (Default: ``0``)
+        label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
+    """
+
+    def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
+                 scheduler: dict | None = None, specaugment: dict | None = None,
+                 aux_loss_weight: float = 0.0, label_smoothing: float = 0.0):
+        super().__init__()
+        labels, features, encoder = list(labels), _plain(features), _plain(encoder)
+        optimizer, scheduler, specaugment = _plain(optimizer), _plain(scheduler), _plain(specaugment)
+        self.save_hyperparameters(dict(labels=labels, features=features, encoder=encoder, optimizer=optimizer,
+                                       scheduler=scheduler, specaugment=specaugment,
+                                       aux_loss_weight=aux_loss_weight, label_smoothing=label_smoothing))
+        self.model = KeywordSpotter(labels, features, encoder)
+        self.specaugment = SpecAugment(**specaugment) if specaugment else None
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.model(wave)
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        wave, y, index = batch
+        mask = self.specaugment if stage == "train" else None
+        x = self.model.frontend(wave, mask=mask)  # (B, T, F)
+        logits, hs = self.model.forward_features(x)  # (B, C), (B, T, H)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        if stage == "train" and self.hparams.aux_loss_weight > 0:
+            per_step = self.model.encoder.readout(hs)  # (B, T, C)
+            aux = F.cross_entropy(per_step.flatten(0, 1), y.repeat_interleave(hs.shape[1]))
+            loss = loss + self.hparams.aux_loss_weight * aux
+        if not torch.isfinite(loss):
+            self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=stage != "test",
+                      on_step=stage == "train", on_epoch=True, batch_size=len(y))
+        return loss
+
+    def _raise_non_finite(self, what: str, index: Tensor, stage: str) -> None:
+        split = {"train": "training", "val": "validation", "test": "testing"}[stage]
+        files = []
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "files"):
+            paths = datamodule.files(split)
+            files = [paths[i] or "<silence cut>" for i in index.tolist()[:5]]
+        raise NonFiniteLossError(
+            f"step {self.global_step}: {what}; batch files {files}{' ...' if len(index) > 5 else ''}; "
+            "try a lower optimizer.lr, gradient clipping (trainer.gradient_clip_val), or check those clips")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not torch.isfinite(norm):
+            self._raise_non_finite(f"the gradient norm is {norm.item()}", self._last_index, "train")
+        if gradient_clip_val:
+            if gradient_clip_algorithm == "value":
+                fired = max(g.abs().max() for g in grads) > gradient_clip_val
+            else:
+                fired = norm > gradient_clip_val
+            self.log_dict({"grad/norm_pre_clip": norm, "grad/clipped": fired.float()}, on_step=True, on_epoch=False)
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        else:
+            self.log("grad/norm_pre_clip", norm, on_step=True, on_epoch=False)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._last_index = batch[2]
+
+    def on_train_epoch_end(self) -> None:
+        encoder = self.model.encoder
+        if hasattr(encoder, "spectral_radius"):
+            self.log("diag/spectral_radius_W_hh", encoder.spectral_radius().max())
+
+    def configure_optimizers(self) -> Any:
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        # schedulers that plan a whole run (warmup_cosine, OneCycleLR) are told its length
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer,
+                                            total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def fit_normalization(self, waves: Any) -> None:
+        """Set the frontend's normalisation statistics from training waveforms."""
+        self.model.frontend.fit_normalization(waves)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 100,
+                  min_lr_ratio: float = 0.02) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up for ``warmup_steps``, then cosine decay to ``min_lr_ratio`` of the peak at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
