@@ -1,0 +1,68 @@
+"""Entry point: ``python -m speechrnn.train [overrides]`` trains a keyword spotter.
+
+``train(cfg)`` is the whole job, callable from tests; ``main`` only wraps it in
+Hydra. The run directory (``runs/<time>`` unless ``hydra.run.dir`` says otherwise)
+receives ``checkpoints/best.ckpt`` and ``last.ckpt``, the resolved ``config.yaml``,
+``logs/metrics.csv``, ``metrics.json`` and the test report (``test/report.json``,
+``confusion_matrix.csv`` and ``.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from speechrnn.atomic import atomic_write_json, atomic_write_text
+from speechrnn.checkpoint import AtomicCheckpointIO, load_model
+from speechrnn.errors import friendly
+from speechrnn.evaluate import evaluate_clips
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train, keep the best checkpoint, evaluate it on the test split; returns the metrics."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup("fit")
+    module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
+    if not cfg.ckpt_path:  # a resumed run restores the statistics with the weights
+        module.fit_normalization(data.train_waves())
+
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger),
+                          plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics["best_checkpoint"] = best
+    if cfg.test and best and trainer.is_global_zero:
+        report = evaluate_clips(load_model(best), data.splits["testing"], data.labels, out / "test",
+                                extra={"checkpoint": best, "split": "testing", "dataset": str(data.root)})
+        metrics["test/acc"] = report["accuracy"]
+        print(f"test accuracy ({len(data.splits['testing'])} clips of held-out speakers, {data.root}): "
+              f"{report['accuracy']:.4f}")
+        print(f"checkpoint: {best}\nreport: {out / 'test' / 'report.json'}")
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@friendly
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Every Hydra preset composes and instantiates; config mistakes give a clear error."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = CONF.parent
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("data", "task", "model", "trainer", "features")
+                                      for o in options(g)] + [f"experiment={o}" for o in options("experiment")])
+def test_every_preset_composes_and_instantiates(override, tmp_path):
+    overrides = [override, f"paths.output_dir={tmp_path}", f"paths.data_dir={tmp_path}/data"]
+    if override == "data=folder":
+        overrides.append(f"data.root={tmp_path}")
+    if override == "task=custom":
+        overrides.append("data.words=[up,down]")
+    cfg = compose_train(overrides)
+    data = instantiate(cfg.data)
+    module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
+    assert module(torch.zeros(1, 16000)).shape == (1, len(data.labels))
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.gradient_clip_val == cfg.trainer.gradient_clip_val
+
+
+def test_clipping_is_configured_in_conf():
+    cfg = compose_train([])
+    assert cfg.trainer.gradient_clip_algorithm == "norm" and cfg.trainer.gradient_clip_val > 0
+    assert compose_train(["trainer.gradient_clip_algorithm=value"]).trainer.gradient_clip_algorithm == "value"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["trainer.max_epochz=3"], "Could not override 'trainer.max_epochz'"),
+    (["model=transformer"], "Could not find 'model/transformer'"),
+])
+def test_config_mistakes_are_reported_without_a_traceback(args, message):
+    run = subprocess.run([sys.executable, "-m", "speechrnn.train", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_missing_checkpoint_path_is_a_clear_error():
+    run = subprocess.run([sys.executable, "-m", "speechrnn.evaluate"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode != 0 and "ckpt_path" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,112 @@
+"""End to end on a tiny folder: train writes its records; evaluate and transcribe use them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from speechrnn.checkpoint import load_model
+from speechrnn.train import train
+
+from conftest import tone, write_wav
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = CONF.parent
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few epochs on the tone folder; returns (run dir, data root)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    root = _tones(base)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
+            "data.batch_size=8", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+            "model.encoder.hidden_size=32"])
+    metrics = train(cfg)
+    return base / "run", root, metrics
+
+
+def _tones(base: Path) -> Path:
+    root = base / "tones"
+    for word, f in {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}.items():
+        for k in range(8):
+            write_wav(root / word / f"{k:08x}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
+    (root / "validation_list.txt").write_text("".join(f"{w}/00000000_nohash_0.wav\n" for w in ("yes", "no", "up", "bed")))
+    (root / "testing_list.txt").write_text("".join(f"{w}/00000001_nohash_0.wav\n" for w in ("yes", "no", "up", "bed")))
+    write_wav(root / "_background_noise_" / "white.wav", (0.1 * np.random.default_rng(1).standard_normal(48000)).astype("float32"))
+    return root
+
+
+def test_train_writes_checkpoint_config_metrics_and_report(trained):
+    out, _, metrics = trained
+    assert (out / "checkpoints" / "best.ckpt").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "config.yaml").is_file() and (out / "logs" / "metrics.csv").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    report = json.loads((out / "test" / "report.json").read_text())
+    assert saved["test/acc"] == report["accuracy"] == metrics["test/acc"]
+    assert (out / "test" / "confusion_matrix.png").stat().st_size > 1000
+    header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "grad/norm_pre_clip" in header and "train/loss_step" in header
+
+
+def test_checkpoint_is_self_contained(trained):
+    out, _, _ = trained
+    model = load_model(out / "checkpoints" / "best.ckpt")
+    assert model.labels[-2:] == ["_silence_", "_unknown_"]
+    assert model.frontend.std.ne(1).any()  # the training statistics came with it
+
+
+def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
+    out, root, _ = trained
+    ckpt = out / "checkpoints" / "best.ckpt"
+    reports = []
+    for k in range(2):
+        res = run("speechrnn.evaluate", f"ckpt_path={ckpt}", f"folder={root}", f"cache_dir={tmp_path}/cache",
+                  f"hydra.run.dir={tmp_path}/eval{k}")
+        assert res.returncode == 0, res.stderr
+        reports.append(json.loads((tmp_path / f"eval{k}" / "report.json").read_text()))
+        assert (tmp_path / f"eval{k}" / "confusion_matrix.png").is_file()
+        assert (tmp_path / f"eval{k}" / "confusion_matrix.csv").is_file()
+    assert reports[0]["accuracy"] == reports[1]["accuracy"]
+    assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+    assert set(reports[0]["per_class"]["yes"]) >= {"precision", "recall", "f1"}
+
+
+def test_evaluate_reports_a_corrupt_clip_and_exits_nonzero(trained, tmp_path):
+    out, root, _ = trained
+    bad = tmp_path / "mixed"
+    write_wav(bad / "yes" / "00000000_nohash_0.wav", tone(300))
+    (bad / "no").mkdir()
+    (bad / "no" / "broken_nohash_0.wav").write_bytes(b"RIFF\x00\x00")
+    res = run("speechrnn.evaluate", f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", f"folder={bad}",
+              f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/eval")
+    assert res.returncode == 1
+    assert "broken_nohash_0.wav" in res.stderr and "Traceback" not in res.stderr
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["num_samples"] == 1
+
+
+def test_transcribe_prints_one_line_per_clip(trained):
+    out, root, _ = trained
+    clips = sorted((root / "yes").glob("*.wav"))[:3]
+    res = run("speechrnn.transcribe", str(out / "checkpoints" / "best.ckpt"), *map(str, clips))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()[1:]
+    assert len(lines) == 3 and all(str(c) in line for c, line in zip(clips, lines))
+
+
+def test_missing_dataset_is_one_line(tmp_path):
+    res = run("speechrnn.train", "data=folder", f"data.root={tmp_path}/nothing", f"paths.data_dir={tmp_path}",
+              f"hydra.run.dir={tmp_path}/run")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "nothing" in res.stderr
+    assert "Traceback" not in res.stderr
