@@ -10,7 +10,7 @@ Speed: unrolling with autograd records ~5 small ops per frame and runs torch.tan
 which on CPU is ~10x slower than torch.sigmoid. ``_ElmanScan`` instead hoists the
 input projection into one matmul, updates that buffer in place frame by frame, and
 writes backpropagation through time by hand: forward+backward on CPU is about 1.2x
-(H=256) to 1.4x (H=128) faster than torch.nn.RNN, with the same outputs and gradients.
+(H=256) to 1.3x (H=128) faster than torch.nn.RNN, with the same outputs and gradients.
 The catch: no double backward (gradient penalties) through ``forward``.
 """
 
@@ -117,7 +117,7 @@ class ElmanCell(nn.Module):
     def reset_parameters(self) -> None:
         H, gain, bound = self.hidden_size, self.w_hh_gain, 1 / math.sqrt(self.hidden_size)
         if self.w_xh_init == "xavier":
-            nn.init.xavier_normal_(self.W_xh)
+            nn.init.xavier_uniform_(self.W_xh)
         else:
             nn.init.uniform_(self.W_xh, -bound, bound)
         if self.w_hh_init == "orthogonal":
