@@ -58,15 +58,40 @@ def task_labels(task: str, version: str = "v0.02", words: list[str] | None = Non
     raise DatasetError(f"unknown task {task!r}: expected kws12, kws35 or custom")
 
 
+def _percentage(name: str) -> float:
+    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX_NUM_WAVS_PER_CLASS + 1)
+    return bucket * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+
+
+def speaker_of(filename: str) -> str:
+    """The speaker id of a clip: the part before ``_nohash_``, less a ``<word>_`` prefix (canonical ``_unknown_``)."""
+    return re.sub(r"_nohash_.*$", "", Path(filename).name).split("_")[-1]
+
+
 def hash_split(filename: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
     """The reference recipe's split of a clip, from the SHA-1 of its name before ``_nohash_``."""
-    name = re.sub(r"_nohash_.*$", "", Path(filename).name)
-    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % (MAX_NUM_WAVS_PER_CLASS + 1)
-    percentage = bucket * (100.0 / MAX_NUM_WAVS_PER_CLASS)
+    percentage = _percentage(re.sub(r"_nohash_.*$", "", Path(filename).name))
     if percentage < validation_percentage:
         return "validation"
     if percentage < validation_percentage + testing_percentage:
         return "testing"
+    return "training"
+
+
+def speaker_split(filename: str, testing_speakers: list[str], validation_speakers: list[str],
+                  validation_percentage: float = 10.0) -> str:
+    """A split by named speakers, for small corpora such as FSDD (train on 4 speakers, test on 2).
+
+    Without ``validation_speakers``, validation takes ``validation_percentage`` of the other
+    speakers' clips (by a hash of the whole name): it then only picks the checkpoint.
+    """
+    speaker = speaker_of(filename)
+    if speaker in testing_speakers:
+        return "testing"
+    if speaker in validation_speakers:
+        return "validation"
+    if not validation_speakers and _percentage(Path(filename).name) < validation_percentage:
+        return "validation"
     return "training"
 
 
@@ -102,14 +127,17 @@ def read_split_lists(root: Path) -> dict[str, set[str]] | None:
 
 
 def split_clips(root: str | Path, folders: dict[str, list[Path]], validation_percentage: float = 10.0,
-                testing_percentage: float = 10.0) -> dict[str, dict[str, list[Path]]]:
-    """``{split: {folder: clips}}`` from the list files, or from the hash rule where there are none."""
+                testing_percentage: float = 10.0, testing_speakers: list[str] | None = None,
+                validation_speakers: list[str] | None = None) -> dict[str, dict[str, list[Path]]]:
+    """``{split: {folder: clips}}`` by named speakers if given, else the list files, else the hash rule."""
     root = Path(root)
-    lists = read_split_lists(root)
+    lists = None if testing_speakers else read_split_lists(root)
     out: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
     for word, clips in folders.items():
         for clip in clips:
-            if lists is not None:
+            if testing_speakers:
+                split = speaker_split(clip.name, testing_speakers, validation_speakers or [], validation_percentage)
+            elif lists is not None:
                 rel = f"{word}/{clip.name}"
                 split = next((s for s in ("validation", "testing") if rel in lists[s]), "training")
             else:

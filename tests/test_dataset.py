@@ -75,3 +75,21 @@ def test_canonical_test_set_layout_uses_every_clip(tmp_path):
     write_wav(root / "_silence_" / "0.wav", np.zeros(16000, np.float32))
     items = label_items(scan(root), task_labels("kws12"), sample=False)
     assert sorted(it.label for it in items) == [SILENCE, UNKNOWN, UNKNOWN, "yes"]
+
+
+def test_named_speakers_split_fsdd_style_speaker_disjoint(tmp_path):
+    root = tmp_path / "fsdd"
+    for spk in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler"):
+        for n in range(10):
+            write_wav(root / "zero" / f"{spk}_nohash_{n}.wav", tone(300, seconds=0.3, rate=8000), rate=8000)
+    splits = split_clips(root, scan(root), testing_speakers=["theo", "yweweler"])
+    speakers = {s: {p.name.split("_")[0] for clips in by.values() for p in clips} for s, by in splits.items()}
+    assert speakers["testing"] == {"theo", "yweweler"}
+    assert speakers["training"] == {"george", "jackson", "lucas", "nicolas"}
+    assert speakers["validation"] <= speakers["training"]  # validation only picks the checkpoint
+    assert 0 < sum(map(len, splits["validation"].values())) < 20
+
+
+def test_speaker_of_reads_canonical_unknown_names():
+    from speechrnn.dataset import speaker_of
+    assert speaker_of("bed_0a1b2c3d_nohash_0.wav.wav") == speaker_of("0a1b2c3d_nohash_3.wav") == "0a1b2c3d"
