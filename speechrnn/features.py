@@ -63,12 +63,13 @@ class MFCC(nn.Module):
         self.normalize = normalize
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
-        # n_fft = window, so with center=False frame t covers exactly [t * hop, t * hop + win)
-        self.melspec = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=self.win_length, win_length=self.win_length,
-            hop_length=self.hop_length, f_min=f_min, f_max=f_max, n_mels=n_mels,
-            center=False, power=2.0, mel_scale="htk")
-        self.to_db = torchaudio.transforms.AmplitudeToDB("power", top_db=None)
+        self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
+        # n_fft = window, so with center=False frame t covers exactly [t * hop, t * hop + win).
+        # The power spectrum and mel projection are written out rather than calling
+        # torchaudio's MelSpectrogram, which costs ~3x more per batch on CPU for the same numbers.
+        self.register_buffer("window", torch.hann_window(self.win_length))
+        self.register_buffer("fbank", torchaudio.functional.melscale_fbanks(
+            self.win_length // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk"))  # (K, M)
         self.register_buffer("dct", torchaudio.functional.create_dct(n_mfcc, n_mels, "ortho"))  # (M, C)
         self.register_buffer("mean", torch.zeros(n_mfcc))
         self.register_buffer("std", torch.ones(n_mfcc))
@@ -87,8 +88,11 @@ class MFCC(nn.Module):
         """Un-normalised MFCC frames: ``(B, N)`` -> ``(B, T0, n_mfcc)``."""
         if wave.shape[-1] < self.win_length:
             raise ValueError(f"need at least {self.win_length} samples for one frame, got {wave.shape[-1]}")
-        mel = self.to_db(self.melspec(wave))  # (B, M, T0)
-        return mel.transpose(-1, -2) @ self.dct  # (B, T0, C)
+        spec = torch.stft(wave, self.win_length, self.hop_length, self.win_length, self.window,
+                          center=False, return_complex=True).abs().pow(2)  # (B, K, T0) power
+        mel = spec.transpose(-1, -2) @ self.fbank  # (B, T0, M)
+        db = 10.0 * torch.log10(mel.clamp_min(1e-10))  # power to dB, ref 1, no top_db (as librosa's power_to_db)
+        return db @ self.dct  # (B, T0, C)
 
     def forward(self, wave: Tensor, mask: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Waveform ``(B, N)`` -> steps ``(B, T, F)``; ``mask`` (SpecAugment) sees frames before stacking."""
