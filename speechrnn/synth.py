@@ -280,8 +280,8 @@ def make_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndar
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
-def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 200, val_speakers: int = 20,
-                    test_speakers: int = 20, clips_per_speaker: int = 1, seed: int = 0,
+def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500, val_speakers: int = 50,
+                    test_speakers: int = 50, clips_per_speaker: int = 1, seed: int = 0,
                     noise_seconds: float = 60.0, accents=ACCENTS, variants=VARIANTS,
                     progress: bool = True) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
@@ -295,9 +295,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 200
     Args:
         root (str | Path): the corpus folder; it must be new, empty, or a synthetic corpus.
         words (Sequence[str], optional): words to speak. (Default: ``WORDS_V2``, all 35)
-        num_speakers (int, optional): speakers in all splits. (Default: ``200``)
-        val_speakers (int, optional): speakers listed in ``validation_list.txt``. (Default: ``20``)
-        test_speakers (int, optional): speakers listed in ``testing_list.txt``. (Default: ``20``)
+        num_speakers (int, optional): speakers in all splits. (Default: ``500``)
+        val_speakers (int, optional): speakers listed in ``validation_list.txt``. (Default: ``50``)
+        test_speakers (int, optional): speakers listed in ``testing_list.txt``. (Default: ``50``)
         clips_per_speaker (int, optional): repetitions of each word per speaker. (Default: ``1``)
         seed (int, optional): seed of the voices, offsets, gains and noise. (Default: ``0``)
         noise_seconds (float, optional): length of each ``_background_noise_`` file. (Default: ``60``)
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="data/synthetic", help="corpus folder (default: %(default)s)")
     p.add_argument("--words", default=",".join(WORDS_V2), help="comma-separated (default: the 35 of v0.02)")
-    for name, default in (("seed", 0), ("num_speakers", 200), ("val_speakers", 20), ("test_speakers", 20),
+    for name, default in (("seed", 0), ("num_speakers", 500), ("val_speakers", 50), ("test_speakers", 50),
                           ("clips_per_speaker", 1), ("noise_seconds", 60.0)):
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                        help="(default: %(default)s)")
