@@ -14,7 +14,9 @@ buffers of the frontend, so they are in the state dict.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from speechrnn.augment import SpecAugment
+from speechrnn.diagnostics import hidden_grad_norms
 from speechrnn.model import KeywordSpotter
 
 
@@ -50,17 +53,20 @@ class KeywordModule(L.LightningModule):
         specaugment (dict, optional): ``SpecAugment`` arguments; ``None`` disables it. (Default: ``None``)
         aux_loss_weight (float, optional): weight of the per-step auxiliary loss. (Default: ``0``)
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
+        diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
+            (``speechrnn.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
     """
 
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
                  scheduler: dict | None = None, specaugment: dict | None = None,
-                 aux_loss_weight: float = 0.0, label_smoothing: float = 0.0):
+                 aux_loss_weight: float = 0.0, label_smoothing: float = 0.0, diagnostics_every: int = 0):
         super().__init__()
         labels, features, encoder = list(labels), _plain(features), _plain(encoder)
         optimizer, scheduler, specaugment = _plain(optimizer), _plain(scheduler), _plain(specaugment)
         self.save_hyperparameters(dict(labels=labels, features=features, encoder=encoder, optimizer=optimizer,
                                        scheduler=scheduler, specaugment=specaugment,
-                                       aux_loss_weight=aux_loss_weight, label_smoothing=label_smoothing))
+                                       aux_loss_weight=aux_loss_weight, label_smoothing=label_smoothing,
+                                       diagnostics_every=diagnostics_every))
         self.model = KeywordSpotter(labels, features, encoder)
         self.specaugment = SpecAugment(**specaugment) if specaugment else None
 
@@ -97,10 +103,25 @@ class KeywordModule(L.LightningModule):
             files = [paths[i] or "<silence cut>" for i in index.tolist()[:5]]
         raise NonFiniteLossError(
             f"step {self.global_step}: {what}; batch files {files}{' ...' if len(index) > 5 else ''}; "
-            "try a lower optimizer.lr, gradient clipping (trainer.gradient_clip_val), or check those clips")
+            "try a lower model.optimizer.lr, gradient clipping (trainer.gradient_clip_val), or check those clips")
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        every = self.hparams.diagnostics_every
+        if every and self.global_step % every == 0:
+            self._log_hidden_grads(batch)
         return self._step(batch, "train")
+
+    def _log_hidden_grads(self, batch: Any) -> None:
+        """||dL/dh_t|| over t on (part of) this batch: scalars to the logger, the curve to a JSONL file."""
+        wave, y, _ = batch
+        norms = hidden_grad_norms(self.model.encoder, self.model.frontend(wave[:32]), y[:32])  # (T,)
+        self.log_dict({"diag/grad_h_first": norms[0], "diag/grad_h_last": norms[-1],
+                       "diag/grad_h_first_over_last": norms[0] / norms[-1].clamp_min(1e-30)}, on_step=True)
+        log_dir = getattr(self.logger, "log_dir", None) if self.logger else None
+        if log_dir and self.trainer.is_global_zero:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(log_dir) / "grad_norms.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.global_step, "grad_h": norms.tolist()}) + "\n")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -119,7 +140,8 @@ class KeywordModule(L.LightningModule):
                 fired = max(g.abs().max() for g in grads) > gradient_clip_val
             else:
                 fired = norm > gradient_clip_val
-            self.log_dict({"grad/norm_pre_clip": norm, "grad/clipped": fired.float()}, on_step=True, on_epoch=False)
+            # the epoch mean of grad/clipped is how often clipping fired
+            self.log_dict({"grad/norm_pre_clip": norm, "grad/clipped": fired.float()}, on_step=True, on_epoch=True)
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         else:
             self.log("grad/norm_pre_clip", norm, on_step=True, on_epoch=False)
