@@ -44,6 +44,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor
         raise AudioError(path, "no such file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    missing = _wav_bytes_missing(path)
+    if missing:
+        raise AudioError(path, f"truncated wav: {missing} bytes of the audio its header declares are missing")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -57,6 +60,26 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor
     if rate != sample_rate:
         wave = AF.resample(wave, rate, sample_rate)
     return wave
+
+
+def _wav_bytes_missing(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of the file (0 if complete).
+
+    libsndfile quietly reads what is there of a cut-off wav, so a half-copied clip would
+    pass as a short one; the header's declared length tells them apart. Non-RIFF files and
+    streamed wavs (length 0 or 0xFFFFFFFF, "unknown") are left to libsndfile.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return 0
+        while (chunk := f.read(8)) and len(chunk) == 8:
+            declared = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return 0 if declared in (0, 0xFFFFFFFF) else max(0, declared - (size - f.tell()))
+            f.seek(declared + (declared & 1), 1)  # chunks are padded to an even length
+    return 0
 
 
 def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:

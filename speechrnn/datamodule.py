@@ -5,24 +5,34 @@ downloads / extracts Speech Commands); ``setup`` splits and labels the clips for
 the task and decodes each split once into a memory-mapped cache
 (``speechrnn.cache``). Batches are ``(wave (B, S) float32, label (B,), index (B,))``;
 the index names the clip in ``files(split)`` for error messages.
+
+A run killed mid-epoch resumes exactly: the training order of epoch ``e`` is a
+permutation drawn from ``(seed, e)`` alone (``EpochSampler``), each batch's
+augmentation draws come from ``(run seed, epoch, position)``, and the position
+within the epoch travels in the checkpoint (``state_dict``). Lightning 2.x restores
+the loop counters but not the data order or the RNG, and a stateful ``DataLoader``
+would not help: its state is dropped when ``configure_optimizers`` asks for
+``estimated_stepping_batches`` (Lightning issue #20550). Under DDP a resumed epoch
+starts its order over.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from speechrnn.audio import SAMPLE_RATE, AudioError, load_audio
 from speechrnn.augment import WaveAugment
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.dataset import SPLITS, DatasetError, label_items, scan, split_clips, task_labels
-from speechrnn.labels import BACKGROUND_NOISE_DIR
+from speechrnn.labels import BACKGROUND_NOISE_DIR, SILENCE, UNKNOWN, WORDS_V2
 
 log = logging.getLogger(__name__)
 STAGE_SPLITS = {"train": "training", "val": "validation", "test": "testing"}
@@ -53,6 +63,62 @@ def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]
     return noise
 
 
+def _mix(*ints: int) -> int:
+    """A well-spread 63-bit seed from several integers."""
+    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class EpochSampler(Sampler[int]):
+    """A fresh shuffle every epoch, drawn from ``(seed, epoch)`` so any epoch's order can be rebuilt.
+
+    ``consumed`` counts the clips trained on so far in the epoch (the data module advances it
+    per batch). ``resume_at(epoch, consumed)`` makes the next pass over that epoch skip the
+    clips a killed run had already trained on; ``len`` stays the whole epoch, as Lightning's
+    restored progress counters expect.
+
+    Args:
+        num_clips (int): size of the dataset.
+        seed (int): shuffling seed.
+    """
+
+    def __init__(self, num_clips: int, seed: int):
+        self.num_clips, self.seed = num_clips, seed
+        self.epoch, self.consumed, self._skip = 0, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._skip = 0  # a pending resume belongs to another epoch
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        self.epoch, self._skip = epoch, consumed
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __iter__(self):
+        start, self._skip = self._skip, 0
+        self.consumed = start
+        order = torch.randperm(self.num_clips, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
+        yield from order[start:].tolist()
+
+
+def check_label_folders(root: Path, folders: list[str], labels: list[str]) -> None:
+    """Refuse a dataset whose folders match no label; warn once about each folder that is no known word.
+
+    Raises:
+        DatasetError: no folder is named after a label of the task.
+    """
+    recognised = set(labels) | {SILENCE, UNKNOWN}
+    if not recognised & set(folders):
+        raise DatasetError(f"{root}: no label folder matches the task's labels {labels} (found {sorted(folders)}); "
+                           "name each folder after its keyword, or choose the task (task=..., data.words=[...])")
+    fate = "used as _unknown_" if UNKNOWN in labels else "left out"
+    for name in sorted(set(folders) - recognised - set(WORDS_V2)):
+        log.warning("label folder %s is neither a label of the task nor a Speech Commands word; its clips are %s "
+                    "(rename it if it holds a keyword)", root / name, fate)
+
+
 class SpeechCommandsData(L.LightningDataModule):
     """Speech Commands (or any folder in its layout), labelled for a task and split by the standard protocol.
 
@@ -60,11 +126,17 @@ class SpeechCommandsData(L.LightningDataModule):
         root (str): the dataset folder, or a Speech Commands ``.tar.gz`` (see ``download``).
         task (str, optional): ``kws12``, ``kws35`` or ``custom``. (Default: ``"kws12"``)
         words (list[str], optional): keywords of a ``custom`` task. (Default: ``None``)
+        silence (bool, optional): a ``custom`` task has a ``_silence_`` class. (Default: ``True``)
+        unknown (bool, optional): a ``custom`` task has an ``_unknown_`` class. (Default: ``True``)
         version (str, optional): ``v0.01`` or ``v0.02``, for kws35 and downloads. (Default: ``"v0.02"``)
         silence_percentage (float, optional): silence clips per 100 known clips. (Default: ``10``)
         unknown_percentage (float, optional): unknown clips per 100 known clips. (Default: ``10``)
         validation_percentage (float, optional): hash-rule share when there are no list files. (Default: ``10``)
         testing_percentage (float, optional): likewise for testing. (Default: ``10``)
+        testing_speakers (list[str], optional): split by these speaker ids instead of the list
+            files or hash rule (e.g. FSDD's speaker-disjoint test). (Default: ``None``)
+        validation_speakers (list[str], optional): likewise for validation; without them,
+            validation is ``validation_percentage`` of the other speakers' clips. (Default: ``None``)
         batch_size (int, optional): clips per batch. (Default: ``128``)
         num_workers (int, optional): loader processes. (Default: ``0``)
         cache_dir (str, optional): where decoded splits are kept. (Default: ``"data/cache"``)
@@ -76,23 +148,30 @@ class SpeechCommandsData(L.LightningDataModule):
     """
 
     def __init__(self, root: str, task: str = "kws12", words: list[str] | None = None, version: str = "v0.02",
-                 silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
+                 silence: bool = True, unknown: bool = True, silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
                  validation_percentage: float = 10.0, testing_percentage: float = 10.0,
+                 testing_speakers: list[str] | None = None, validation_speakers: list[str] | None = None,
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str = "data/cache",
                  augment: dict | None = None, synth: dict | None = None, download: bool = False,
                  seed: int = 59185):
         super().__init__()
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need data.batch_size >= 1 and data.num_workers >= 0, got {batch_size} and {num_workers}")
         self.root = Path(root)
         self.task, self.version = task, version
-        self.labels = task_labels(task, version, list(words) if words else None)
+        self.labels = task_labels(task, version, list(words) if words else None, silence, unknown)
         self.percent = dict(silence_percentage=silence_percentage, unknown_percentage=unknown_percentage)
-        self.split_percent = dict(validation_percentage=validation_percentage, testing_percentage=testing_percentage)
+        self.split_rule = dict(validation_percentage=validation_percentage, testing_percentage=testing_percentage,
+                               testing_speakers=list(testing_speakers or []),
+                               validation_speakers=list(validation_speakers or []))
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_dir = Path(cache_dir)
         self.augment = WaveAugment(**augment) if augment else None
         self.synth, self.download = synth, download
         self.splits: dict[str, ClipArray] = {}
         self.noise = torch.zeros(0, 0)
+        self.train_sampler: EpochSampler | None = None
+        self._resume: dict | None = None
 
     def prepare_data(self) -> None:
         if self.synth is not None:
@@ -107,7 +186,9 @@ class SpeechCommandsData(L.LightningDataModule):
         if self.splits:
             return
         noise = load_noise(self.root)
-        folders = split_clips(self.root, scan(self.root), **self.split_percent)
+        found = scan(self.root)
+        check_label_folders(self.root, list(found), self.labels)
+        folders = split_clips(self.root, found, **self.split_rule)
         for split, by_word in folders.items():
             items = label_items(by_word, self.labels, sample=True, noise_lengths=[len(n) for n in noise],
                                 seed=self.seed + SPLITS.index(split), **self.percent)
@@ -118,6 +199,8 @@ class SpeechCommandsData(L.LightningDataModule):
         if noise:
             n = min(len(x) for x in noise)
             self.noise = torch.stack([x[:n] for x in noise])  # (K, M)
+        # the run's seed (L.seed_everything), so seed=... changes the augmentation draws too
+        self.augment_seed = torch.initial_seed()
 
     def files(self, split: str) -> list[str]:
         """Clip paths of a split (``training``/``validation``/``testing``), by batch index."""
@@ -125,29 +208,55 @@ class SpeechCommandsData(L.LightningDataModule):
 
     def train_waves(self, batches: int = 20) -> Any:
         """Up to ``batches`` batches of clean training waveforms, for normalisation statistics."""
-        loader = self._loader("training", shuffle=False)
+        loader = self._loader("training")
         for i, (wave, _, _) in enumerate(loader):
             if i >= batches:
                 break
             yield wave
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ClipDataset(self.splits[split]), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, generator=generator,
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(ClipDataset(self.splits[split]), batch_size=self.batch_size, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("training", shuffle=True)
+        self.train_sampler = EpochSampler(len(self.splits["training"]), self.seed)
+        if self._resume:
+            if self.trainer is not None and self.trainer.world_size > 1:
+                log.warning("resuming under DDP: epoch %d starts its order over", self._resume["epoch"])
+            else:
+                self.train_sampler.resume_at(self._resume["epoch"], self._resume["consumed"])
+                # the position is restored here, so Lightning's "not resumable" warning does not apply
+                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+            self._resume = None
+        return DataLoader(ClipDataset(self.splits["training"]), batch_size=self.batch_size,
+                          sampler=self.train_sampler, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", shuffle=False)
+        return self._loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("testing", shuffle=False)
+        return self._loader("testing")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is not None and self.trainer.training and self.augment is not None:
+        if self.trainer is not None and self.trainer.training and self.train_sampler is not None:
             wave, label, index = batch
-            batch = (self.augment(wave, self.noise.to(wave.device)), label, index)
+            sampler = self.train_sampler
+            # this batch's random draws (here and SpecAugment in the step) depend only on where it is,
+            # so a resumed run repeats them exactly
+            torch.manual_seed(_mix(self.augment_seed, sampler.epoch, sampler.consumed))
+            sampler.consumed += len(label)
+            if self.augment is not None:
+                batch = (self.augment(wave, self.noise.to(wave.device)), label, index)
         return batch
+
+    def state_dict(self) -> dict:
+        """The training position (epoch, clips trained on), saved in every checkpoint."""
+        if self.train_sampler is None:
+            return {}
+        return {"epoch": self.train_sampler.epoch, "consumed": self.train_sampler.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            log.info("resuming epoch %d after its first %d training clips", state["epoch"], state["consumed"])
+            self._resume = dict(state)

@@ -2,14 +2,21 @@
 
 Each module raises its error where the bad value enters (``AudioError``,
 ``DatasetError``, ``CheckpointError``, ...); ``friendly`` turns those into one line
-on stderr and exit status 2. Anything else is a bug and keeps its traceback.
+on stderr and exit status 2, as it does a config value that is missing (``???``) or
+of the wrong type (``check_config_types``). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import types
+import typing
 from typing import Any, Callable
+
+from hydra.utils import get_object
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from speechrnn.audio import AudioError
 from speechrnn.checkpoint import CheckpointError
@@ -17,8 +24,54 @@ from speechrnn.dataset import DatasetError
 from speechrnn.download import ChecksumError, DatasetUnavailable, UnsafeArchiveError
 from speechrnn.module import NonFiniteLossError
 
-USER_ERRORS = (AudioError, CheckpointError, ChecksumError, DatasetError, DatasetUnavailable, NonFiniteLossError,
-               UnsafeArchiveError)
+
+class ConfigError(ValueError):
+    """A config value the code cannot take; the message names the key and what it expects."""
+
+
+USER_ERRORS = (AudioError, CheckpointError, ChecksumError, ConfigError, DatasetError, DatasetUnavailable,
+               NonFiniteLossError, UnsafeArchiveError)
+NUMBERS = {int, float, bool, type(None)}
+
+
+def _numbers_only(hint: Any) -> bool:
+    """Whether a parameter annotation admits nothing but numbers, booleans or None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return all(_numbers_only(h) for h in typing.get_args(hint))
+    return hint in NUMBERS
+
+
+def _type_names(hint: Any) -> str:
+    return " or ".join(h.__name__ for h in typing.get_args(hint) or (hint,) if h is not type(None))
+
+
+def check_config_types(cfg: DictConfig, key: str = "") -> None:
+    """Refuse a string given where a ``_target_`` takes only numbers (``trainer.max_epochs=abc``).
+
+    Hydra passes ``key=value`` overrides through untyped, and a wrong type would otherwise
+    surface deep inside Lightning or torch. Parameters whose annotations admit anything
+    but numbers are left alone.
+
+    Raises:
+        ConfigError: names the key, the value and the expected type.
+    """
+    hints: dict[str, Any] = {}
+    if "_target_" in cfg:
+        try:
+            obj = get_object(cfg._target_)
+            hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+        except Exception:  # unresolvable annotations: nothing to check against
+            hints = {}
+    for name in cfg:
+        try:
+            value = cfg[name]
+        except OmegaConfBaseException:  # ??? or an interpolation: reported when it is used
+            continue
+        if isinstance(value, DictConfig):
+            check_config_types(value, f"{key}{name}.")
+        elif isinstance(value, str) and name in hints and _numbers_only(hints[name]):
+            raise ConfigError(f"{key}{name}={value!r} has the wrong type: "
+                              f"{key}{name} takes {_type_names(hints[name])}")
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,6 +83,13 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            sys.exit(2)
+        except MissingMandatoryValue as err:
+            print(f"error: {err.full_key} has no value (??? in the config); set it, e.g. {err.full_key}=...",
+                  file=sys.stderr)
+            sys.exit(2)
+        except OmegaConfBaseException as err:
+            print(f"error: {str(err).splitlines()[0]} (key {getattr(err, 'full_key', '?')})", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

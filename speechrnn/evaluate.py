@@ -11,6 +11,7 @@ data always gives the same numbers (no augmentation, no randomness).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from omegaconf import DictConfig
 
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.checkpoint import load_model
+from speechrnn.datamodule import check_label_folders
 from speechrnn.dataset import DatasetError, label_items, scan
-from speechrnn.errors import friendly
+from speechrnn.errors import check_config_types, friendly
 from speechrnn.model import KeywordSpotter
 from speechrnn.predict import predict_proba
 from speechrnn.report import classification_report, format_report, write_report
@@ -43,13 +45,16 @@ def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], o
 
 def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path) -> ClipArray:
     """Every clip of a Speech Commands-layout folder, labelled for ``labels`` (no sampling)."""
-    items = label_items(scan(folder), labels, sample=False)
+    found = scan(folder)
+    check_label_folders(Path(folder), list(found), labels)
+    items = label_items(found, labels, sample=False)
     if not items:
         raise DatasetError(f"{folder}: no clip has one of the labels {labels}")
     return decode_split(items, labels, cache_dir, name=f"eval-{Path(folder).name}")
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    check_config_types(cfg)
     model = load_model(cfg.ckpt_path)
     if cfg.folder:
         clips, source = folder_clips(cfg.folder, model.labels, cfg.cache_dir), str(cfg.folder)
@@ -72,6 +77,8 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @friendly
 def main(cfg: DictConfig) -> None:
+    # evaluate reports each unreadable clip itself, one line each; the cache's own log would repeat them
+    logging.getLogger("speechrnn.cache").setLevel(logging.ERROR)
     if evaluate(cfg)["skipped"]:
         sys.exit(1)  # every good clip was evaluated, but some could not be read
 

@@ -5,6 +5,10 @@ Hydra. The run directory (``runs/<time>`` unless ``hydra.run.dir`` says otherwis
 receives ``checkpoints/best.ckpt`` and ``last.ckpt``, the resolved ``config.yaml``,
 ``logs/metrics.csv``, ``metrics.json`` and the test report (``test/report.json``,
 ``confusion_matrix.csv`` and ``.png``).
+
+A killed run resumes in its own folder with the same overrides plus
+``hydra.run.dir=runs/<run> ckpt_path=runs/<run>/checkpoints/last.ckpt``; it continues
+from the saved step and ends as the uninterrupted run would (see ``speechrnn.datamodule``).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speechrnn.atomic import atomic_write_json, atomic_write_text
-from speechrnn.checkpoint import AtomicCheckpointIO, load_model
-from speechrnn.errors import friendly
+from speechrnn.checkpoint import AtomicCheckpointIO, CheckpointError, load_model
+from speechrnn.errors import ConfigError, check_config_types, friendly
 from speechrnn.evaluate import evaluate_clips
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,12 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict:
     """Train, keep the best checkpoint, evaluate it on the test split; returns the metrics."""
+    check_config_types(cfg)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} is not an integer")
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise CheckpointError(f"{cfg.ckpt_path}: checkpoint to resume from not found; "
+                              "pass ckpt_path=runs/<run>/checkpoints/last.ckpt of the interrupted run")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -40,8 +50,10 @@ def train(cfg: DictConfig) -> dict:
         module.fit_normalization(data.train_waves())
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger),
-                          plugins=[AtomicCheckpointIO()])
+    logger = instantiate(cfg.logger)
+    if cfg.ckpt_path:
+        _keep_metrics_of_killed_run(logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -56,6 +68,17 @@ def train(cfg: DictConfig) -> dict:
         print(f"checkpoint: {best}\nreport: {out / 'test' / 'report.json'}")
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _keep_metrics_of_killed_run(logger: object) -> None:
+    """Lightning's CSVLogger deletes the ``metrics.csv`` it finds; a resumed run keeps it as ``metrics.partN.csv``."""
+    log_dir = getattr(logger, "log_dir", None)
+    old = Path(log_dir) / "metrics.csv" if log_dir else None
+    if old is not None and old.is_file():
+        n = 1
+        while old.with_name(f"metrics.part{n}.csv").exists():
+            n += 1
+        old.rename(old.with_name(f"metrics.part{n}.csv"))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
