@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, loaded into a ready model with one-line errors.
+"""Checkpoints: loaded into a ready model with one-line errors (no Lightning needed).
 
 A checkpoint is self-contained: its hyper-parameters hold the labels, the feature
 settings and the encoder settings, and its state dict holds the weights and the
@@ -7,14 +7,10 @@ frontend's normalisation statistics, so a clip needs nothing else to be classifi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-from speechrnn.atomic import atomic_save
 from speechrnn.model import KeywordSpotter
 
 REQUIRED_HPARAMS = ("labels", "features", "encoder")
@@ -22,15 +18,6 @@ REQUIRED_HPARAMS = ("labels", "features", "encoder")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O that writes to a temp file and renames it, so a kill
-    during a save leaves the previous good checkpoint, never a truncated one."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:

@@ -22,7 +22,10 @@ from speechrnn.audio import AudioError
 from speechrnn.checkpoint import CheckpointError
 from speechrnn.dataset import DatasetError
 from speechrnn.download import ChecksumError, DatasetUnavailable, UnsafeArchiveError
-from speechrnn.module import NonFiniteLossError
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss or gradient; the message names the step and files."""
 
 
 class ConfigError(ValueError):

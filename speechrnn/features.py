@@ -67,9 +67,11 @@ class MFCC(nn.Module):
         # n_fft = window, so with center=False frame t covers exactly [t * hop, t * hop + win).
         # The power spectrum and mel projection are written out rather than calling
         # torchaudio's MelSpectrogram, which costs ~3x more per batch on CPU for the same numbers.
-        self.register_buffer("window", torch.hann_window(self.win_length))
+        # rebuilt from the settings, so not saved: only mean/std (and dct) are checkpoint state
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
         self.register_buffer("fbank", torchaudio.functional.melscale_fbanks(
-            self.win_length // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk"))  # (K, M)
+            self.win_length // 2 + 1, f_min, f_max, n_mels, sample_rate, norm=None, mel_scale="htk"),
+            persistent=False)  # (K, M)
         self.register_buffer("dct", torchaudio.functional.create_dct(n_mfcc, n_mels, "ortho"))  # (M, C)
         self.register_buffer("mean", torch.zeros(n_mfcc))
         self.register_buffer("std", torch.ones(n_mfcc))

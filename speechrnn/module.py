@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
 
+from speechrnn.atomic import atomic_save
 from speechrnn.augment import SpecAugment
 from speechrnn.diagnostics import hidden_grad_norms
+from speechrnn.errors import NonFiniteLossError
 from speechrnn.model import KeywordSpotter
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss or gradient."""
 
 
 def _plain(cfg: Any) -> Any:
@@ -178,3 +178,12 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes to a temp file and renames it, so a kill
+    during a save leaves the previous good checkpoint, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))

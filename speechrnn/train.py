@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speechrnn.atomic import atomic_write_json, atomic_write_text
-from speechrnn.checkpoint import AtomicCheckpointIO, CheckpointError, load_model
+from speechrnn.checkpoint import CheckpointError, load_model
 from speechrnn.errors import ConfigError, check_config_types, friendly
 from speechrnn.evaluate import evaluate_clips
+from speechrnn.module import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from speechrnn.cache import decode_split
 from speechrnn.checkpoint import load_model
 from speechrnn.dataset import DatasetError, Item
 from speechrnn.evaluate import folder_clips
-from speechrnn.module import KeywordModule, NonFiniteLossError
+from speechrnn.errors import NonFiniteLossError
+from speechrnn.module import KeywordModule
 from speechrnn.predict import predict_proba
 from speechrnn.report import classification_report, write_report
 from speechrnn.train import train
@@ -262,7 +263,7 @@ def test_nan_gradient_stops_with_the_step_and_the_files(corpus, tmp_path, monkey
 
 SLOW_CHECKPOINT = textwrap.dedent("""
     import io, sys, time, torch
-    from speechrnn.checkpoint import AtomicCheckpointIO
+    from speechrnn.module import AtomicCheckpointIO
     saver, path = AtomicCheckpointIO(), sys.argv[1]
     saver.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(1000)}}, path)
     real_save = torch.save
