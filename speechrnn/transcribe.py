@@ -1,12 +1,19 @@
-"""Entry point: ``python -m speechrnn.transcribe CKPT INPUT... [--top-k K] [--format table|json|csv]``.
+"""Entry point: ``python -m speechrnn.transcribe MODEL INPUT... [--top-k K] [--format table|json|csv]``.
 
-Inputs are any mix of files, folders (searched recursively) and glob patterns, in
-any format, rate and channel count soundfile reads; audio is resampled and
-downmixed exactly as in training. A clip of up to ``--max-clip`` seconds is
-classified as a whole (padded to 1 s); a longer recording is scanned for keywords
-(``speechrnn.detect``) and reported with start and end times, never cropped.
-Unreadable inputs get one line each on stderr and exit status 1; every good file
-is still reported.
+MODEL is a ``.ckpt`` written by ``speechrnn.train`` (run by PyTorch) or a ``model.onnx``
+written by ``speechrnn.export`` (run by onnxruntime); it carries everything else.
+Inputs are any mix of files, folders (searched recursively) and glob patterns, in any
+format, rate and channel count soundfile reads; audio is resampled and downmixed
+exactly as in training. Clips are read by a few threads and classified in batches.
+
+A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
+A longer recording is never cropped: it is scanned for keywords (``speechrnn.detect``)
+and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
+model's rate from standard input and prints each keyword as it is heard; ``--stream``
+does the same for files, fed to the detector chunk by chunk.
+
+Each unreadable input gets one line on stderr and every good file is still reported;
+the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
 """
 
 from __future__ import annotations
@@ -14,19 +21,25 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import io
 import json
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
 
 from speechrnn.audio import AudioError, find_audio, fix_length, load_audio
-from speechrnn.checkpoint import load_model
-from speechrnn.detect import detect
+from speechrnn.detect import RecognizeCommands, detect_events, summarize
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
-from speechrnn.predict import predict_proba
+from speechrnn.runtime import load_backend
+
+STDIN = "-"
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -50,91 +63,172 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def classify(model, waves: list[torch.Tensor], top_k: int, threshold: float, batch_size: int) -> list[dict]:
-    """Top-k labels of 1 s clips; a best score under ``threshold`` answers ``_unknown_``."""
-    if not waves:
-        return []
-    probs = predict_proba(model, torch.stack(waves), batch_size)  # (N, C)
-    scores, idx = probs.topk(min(top_k, probs.shape[1]), dim=-1)
-    results = []
-    for s, i in zip(scores.tolist(), idx.tolist()):
-        topk = [{"label": model.labels[j], "score": round(v, 4)} for v, j in zip(s, i)]
-        label = topk[0]["label"] if s[0] >= threshold else UNKNOWN
-        results.append({"label": label, "score": round(s[0], 4), "topk": topk})
-    return results
+def _read(path: Path, rate: int) -> torch.Tensor | AudioError:
+    try:
+        return load_audio(path, rate)
+    except AudioError as err:
+        return err
 
 
-def transcribe(ckpt: str, inputs: list[str], top_k: int = 3, threshold: float = 0.0, batch_size: int = 256,
-               max_clip: float = 1.25) -> tuple[list[dict], list[str]]:
-    """Results for every readable input and error lines for the rest."""
-    model = load_model(ckpt)
-    rate = model.frontend.sample_rate
-    files, errors = expand_inputs(inputs)
-    short, short_paths, results = [], [], {}
-    for path in files:
-        try:
-            wave = load_audio(path, rate)
-        except AudioError as err:
-            errors.append(str(err))
-            continue
-        if len(wave) <= max_clip * rate:
-            short.append(fix_length(wave, rate))
-            short_paths.append(path)
-        else:
-            results[path] = detect(model, wave, threshold=max(threshold, 0.5))
-    for path, res in zip(short_paths, classify(model, short, top_k, threshold, batch_size)):
-        results[path] = res
+def transcribe(backend, files: list[Path], top_k: int = 3, threshold: float = 0.0, batch_size: int = 256,
+               smoothing: dict | None = None, workers: int = 4) -> tuple[list[dict], list[str]]:
+    """A record per readable file (input order) and an error line per unreadable one.
+
+    Clips of at most ``backend.clip_samples`` are classified in batches; a best score
+    under ``threshold`` answers ``_unknown_``. Longer recordings go to ``detect_events``
+    with the ``RecognizeCommands`` arguments in ``smoothing``.
+    """
+    results: dict[Path, dict] = {}
+    errors: list[str] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for i in range(0, len(files), batch_size):
+            group = files[i: i + batch_size]
+            clips, paths = [], []
+            for path, wave in zip(group, pool.map(lambda p: _read(p, backend.rate), group)):
+                if isinstance(wave, AudioError):
+                    errors.append(str(wave))
+                elif len(wave) <= backend.clip_samples:
+                    clips.append(fix_length(wave, backend.clip_samples))
+                    paths.append(path)
+                else:
+                    events = list(detect_events(backend.spotter(), wave.split(backend.rate),
+                                                RecognizeCommands(backend.labels, **(smoothing or {}))))
+                    results[path] = dict(summarize(events, top_k), duration=round(len(wave) / backend.rate, 3))
+            if clips:
+                for path, probs in zip(paths, backend.predict(torch.stack(clips))):  # (C,)
+                    results[path] = classify(probs, backend.labels, top_k, threshold)
     return [dict(path=str(p), **results[p]) for p in files if p in results], errors
 
 
+def classify(probs: torch.Tensor, labels: list[str], top_k: int, threshold: float) -> dict:
+    """The record of one clip from its probabilities ``(C,)``."""
+    scores, idx = probs.topk(min(top_k, len(labels)))
+    topk = [{"label": labels[j], "score": round(s, 4)} for s, j in zip(scores.tolist(), idx.tolist())]
+    best = scores[0].item()
+    return {"label": topk[0]["label"] if best >= threshold else UNKNOWN, "score": round(best, 4), "topk": topk}
+
+
+def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
+    """Chunks ``(<= chunk,)`` of raw int16 PCM on stdin as it arrives, or of a decoded file.
+
+    A file is decoded whole by ``load_audio`` (resampling needs the whole signal, and so
+    the checks are those of every other input); only the detector sees it in chunks.
+    """
+    if source != STDIN:
+        yield from load_audio(source, rate).split(chunk)
+        return
+    pending = b""
+    while data := sys.stdin.buffer.read(2 * chunk):
+        data, pending = pending + data, b""
+        if len(data) % 2:  # a sample split between two reads
+            data, pending = data[:-1], data[-1:]
+        yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
+
+
+def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str]]:
+    """Print each keyword of each source as it is found; returns (events, error lines)."""
+    count, errors = 0, []
+    chunk = max(1, round(chunk_ms * backend.rate / 1000))
+    if fmt != "json":
+        print("path,label,score,start,end" if fmt == "csv" else f"{'path':<30} {'label':<10} {'score':>6}  time")
+    for source in sources:
+        recognizer = RecognizeCommands(backend.labels, **smoothing)
+        try:
+            for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
+                count += 1
+                print(render_event(source, e, fmt), flush=True)
+        except AudioError as err:
+            errors.append(str(err))
+    return count, errors
+
+
+def render_event(path: str, e: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(dict(path=path, **e))
+    if fmt == "csv":
+        return f"{path},{e['label']},{e['score']},{e['start']},{e['end']}"
+    return f"{path:<30} {e['label']:<10} {e['score']:6.3f}  {e['start']:.2f}-{e['end']:.2f}s"
+
+
 def render(results: list[dict], fmt: str) -> str:
+    """All records as a table, JSON lines or CSV."""
     if fmt == "json":
         return "\n".join(json.dumps(r) for r in results)
+    events = [" ".join(f"{d['label']}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
+              for r in results]
     if fmt == "csv":
-        import io
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["path", "label", "score", "topk", "detections"])
-        for r in results:
-            writer.writerow([r["path"], r["label"], r["score"], " ".join(f"{t['label']}:{t['score']}" for t in r["topk"]),
-                             " ".join(f"{d['label']}@{d['start']:.2f}-{d['end']:.2f}" for d in r.get("detections", []))])
+        for r, ev in zip(results, events):
+            topk = " ".join(f"{t['label']}:{t['score']}" for t in r["topk"])
+            writer.writerow([r["path"], r["label"], r["score"], topk, ev])
         return buf.getvalue().rstrip("\n")
     width = max([len(r["path"]) for r in results] + [4])
-    lines = [f"{'path':<{width}}  {'label':<10} {'score':>6}  top-k"]
-    for r in results:
+    lines = [f"{'path':<{width}}  {'label':<10} {'score':>6}  top-k / detections"]
+    for r, ev in zip(results, events):
         alt = ", ".join(f"{t['label']} {t['score']:.2f}" for t in r["topk"][1:])
-        events = " ".join(f"{d['label']}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
-        lines.append(f"{r['path']:<{width}}  {r['label']:<10} {r['score']:6.3f}  {events or alt}")
+        lines.append(f"{r['path']:<{width}}  {r['label']:<10} {r['score']:6.3f}  {ev if 'detections' in r else alt}")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.transcribe", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="a .ckpt written by python -m speechrnn.train")
-    p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or glob patterns")
+    p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx from speechrnn.export")
+    p.add_argument("inputs", nargs="+", help="audio files, folders (recursive), glob patterns, or - for PCM on stdin")
     p.add_argument("--top-k", type=int, default=3, help="labels listed per clip (default 3)")
     p.add_argument("--threshold", type=float, default=0.0,
-                   help="below this best score the answer is _unknown_ (default 0: always the best label)")
+                   help="below this best score a clip is _unknown_ (default 0: always the best label)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--max-clip", type=float, default=1.25,
-                   help="longer inputs (seconds) are scanned for keywords instead of classified whole")
-    return p.parse_args(argv)
+    p.add_argument("--batch-size", type=int, default=256, help="clips per forward pass (default 256)")
+    p.add_argument("--workers", type=int, default=4, help="threads reading files (default 4)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the per-step ops are small, and on a busy CPU "
+                        "extra threads mostly spin, up to 20x slower when streaming)")
+    p.add_argument("--stream", action="store_true", help="print keywords as they are found, reading in chunks")
+    p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk read per step when streaming (default 100)")
+    g = p.add_argument_group("detection in long recordings (RecognizeCommands smoothing)")
+    g.add_argument("--detection-threshold", type=float, default=0.5, help="(default 0.5)")
+    g.add_argument("--average-window-ms", type=float, default=500.0, help="(default 500)")
+    g.add_argument("--suppression-ms", type=float, default=500.0, help="(default 500)")
+    g.add_argument("--minimum-count", type=int, default=3, help="(default 3)")
+    args = p.parse_args(argv)
+    if min(args.top_k, args.batch_size, args.workers, args.threads) < 1 or args.chunk_ms <= 0:
+        p.error("--top-k, --batch-size, --workers, --threads and --chunk-ms must be positive")
+    return args
 
 
 @friendly
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    results, errors = transcribe(args.checkpoint, args.inputs, args.top_k, args.threshold, args.batch_size,
-                                 args.max_clip)
-    if results:
-        print(render(results, args.format))
+    torch.set_num_threads(args.threads)
+    backend = load_backend(args.model, args.batch_size)
+    smoothing = dict(average_window_ms=args.average_window_ms, threshold=args.detection_threshold,
+                     suppression_ms=args.suppression_ms, minimum_count=args.minimum_count)
+    try:
+        RecognizeCommands(backend.labels, **smoothing)  # bad settings fail before any audio is read
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    files, errors = expand_inputs([i for i in args.inputs if i != STDIN])
+    if args.stream or STDIN in args.inputs:
+        sources = [STDIN] * (STDIN in args.inputs) + [str(f) for f in files]
+        count, failed = stream(backend, sources, args.format, args.chunk_ms, smoothing)
+        done = f"{count} keywords found in {len(sources) - len(failed)} streams"
+    else:
+        results, failed = transcribe(backend, files, args.top_k, args.threshold, args.batch_size, smoothing,
+                                     args.workers)
+        if results:
+            print(render(results, args.format))
+        counts = Counter(r["label"] for r in results if "detections" not in r).most_common()
+        done = f"{len(results)} classified" + (f" ({', '.join(f'{k} {n}' for k, n in counts)})" if counts else "")
+    errors += failed
     for line in errors:
-        print(f"error: {line}", file=sys.stderr)
-    print(f"{len(results)} classified, {len(errors)} failed in {time.perf_counter() - start:.1f} s",
-          file=sys.stderr)
-    return 1 if errors or not results else 0
+        print(f"error: {' '.join(line.split())}", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    print(f"{done}, {len(errors)} failed in {seconds:.1f} s ({backend.name})", file=sys.stderr)
+    return 1 if errors or not (files or STDIN in args.inputs) else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""Streaming: chunked features and RNN states equal the offline pass; smoothing; streaming accuracy."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from speechrnn.detect import RecognizeCommands, detect_events
+from speechrnn.features import MFCC
+from speechrnn.model import KeywordSpotter
+from speechrnn.runtime import TorchBackend
+from speechrnn.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter
+from speechrnn.streamtest import build_recording, main as streamtest_main, score
+
+from conftest import tone
+
+RATE = 16000
+TONES = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}  # as conftest's tone_folder
+LABELS = ["yes", "no", "up", "_silence_", "_unknown_"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Streaming runs many tiny ops: on a shared CPU a second torch thread mostly spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def spotter_model(kind: str = "rnn", deltas: int = 0, stack: int = 3, seed: int = 0) -> KeywordSpotter:
+    """An untrained two-layer model with non-trivial normalisation statistics."""
+    torch.manual_seed(seed)
+    model = KeywordSpotter(LABELS, dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=stack),
+                           dict(kind=kind, hidden_size=16, num_layers=2))
+    model.frontend.fit_normalization([0.1 * torch.randn(2, RATE)])
+    return model.eval()
+
+
+def chunks(wave: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return list(wave.split(size))
+
+
+@pytest.mark.parametrize("deltas", [0, 1, 2])
+@pytest.mark.parametrize("size", [37, 1000])
+def test_feature_stream_equals_the_offline_frontend(deltas, size):
+    mfcc = spotter_model(deltas=deltas).frontend
+    wave = 0.1 * torch.randn(12_345)
+    fs = FeatureStream(mfcc)
+    streamed = torch.cat([fs.push(c) for c in chunks(wave, size)] + [fs.flush()])  # (T, F)
+    offline = mfcc(wave[None])[0]
+    assert streamed.shape == offline.shape
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+def test_feature_stream_computes_each_frame_once_and_keeps_under_a_window(monkeypatch):
+    mfcc = spotter_model().frontend
+    computed, cepstra = [], mfcc.cepstra
+    monkeypatch.setattr(mfcc, "cepstra", lambda w: computed.append(cepstra(w)) or computed[-1])
+    fs = FeatureStream(mfcc)
+    wave = 0.1 * torch.randn(20_000)
+    for c in chunks(wave, 333):
+        fs.push(c)
+        assert len(fs.tail) < mfcc.win_length  # only samples after the last complete frame are kept
+    assert sum(c.shape[1] for c in computed) == 1 + (len(wave) - mfcc.win_length) // mfcc.hop_length
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("size", [37, 1000, 5000])
+def test_streaming_hidden_states_equal_the_offline_forward_pass(kind, size):
+    model = spotter_model(kind)
+    wave = 0.1 * torch.randn(30_000)
+    fs, states = FeatureStream(model.frontend), EncoderStream(model.encoder)
+    hs = [states.step(x_t[None])[0] for c in chunks(wave, size) for x_t in fs.push(c)]
+    hs += [states.step(x_t[None])[0] for x_t in fs.flush()]
+    with torch.no_grad():
+        offline_hs, _ = model.encoder(model.frontend(wave[None]))  # (1, T, H)
+        offline_out = model.encoder.readout(offline_hs[0])
+    streamed = torch.stack(hs)  # (T, H)
+    assert streamed.shape == offline_hs[0].shape
+    torch.testing.assert_close(streamed, offline_hs[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.encoder.readout(streamed), offline_out, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("size", [37, 5000])
+def test_staggered_states_give_the_offline_posterior_of_every_window(kind, size):
+    model = spotter_model(kind, stack=4)
+    wave = 0.1 * torch.randn(40_000)
+    spotter = StreamingSpotter(model)
+    starts, probs = map(torch.cat, zip(*[spotter.push(c) for c in chunks(wave, size)], spotter.flush(pad=False)))
+    assert starts.tolist() == list(range(0, len(starts) * spotter.stride, spotter.stride))
+    assert starts[-1] + spotter.context <= len(wave) < starts[-1] + spotter.stride + spotter.context
+    windows = torch.stack([torch.nn.functional.pad(wave[s: s + RATE], (0, max(0, s + RATE - len(wave))))
+                           for s in starts.tolist()])
+    with torch.no_grad():
+        offline = model(windows).softmax(-1)  # (P, C)
+    torch.testing.assert_close(probs, offline, atol=1e-5, rtol=0)
+
+
+def test_windowed_spotter_gives_the_streaming_posteriors():
+    model = spotter_model()
+    backend = TorchBackend(model)
+    wave = 0.1 * torch.randn(25_000)
+    streaming = StreamingSpotter(model)
+    windowed = WindowedSpotter(backend.predict, len(LABELS), RATE, RATE, streaming.stride, streaming.context)
+    results = []
+    for spotter in (streaming, windowed):
+        results.append(list(map(torch.cat, zip(*[spotter.push(c) for c in chunks(wave, 2001)], spotter.flush()))))
+    assert results[0][0].tolist() == results[1][0].tolist()
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=0)
+
+
+def onehot(label: str) -> torch.Tensor:
+    p = torch.full((len(LABELS),), 0.02)
+    p[LABELS.index(label)] = 1 - 0.02 * (len(LABELS) - 1)
+    return p
+
+
+def test_recognizer_fires_once_per_command_after_minimum_count():
+    rc = RecognizeCommands(LABELS, average_window_ms=500, threshold=0.7, suppression_ms=500, minimum_count=3)
+    fired = [rc.process(t, onehot("yes")) for t in range(0, 1000, 100)]
+    assert fired[:2] == [None, None]  # fewer than 3 results, and under a quarter window
+    assert [f[0] for f in fired if f] == ["yes"]  # the same label does not fire twice in a row
+    assert fired[2] is not None and fired[2][1] > 0.7
+
+
+def feed(rc: RecognizeCommands, label: str, t0: int, t1: int, step: int = 50) -> list[tuple[str, int]]:
+    """Posteriors of ``label`` every ``step`` ms in [t0, t1); the commands fired, with their times."""
+    return [(f[0], t) for t in range(t0, t1, step) if (f := rc.process(t, onehot(label)))]
+
+
+def test_recognizer_suppresses_a_new_label_for_suppression_ms_unless_after_silence():
+    rc = RecognizeCommands(LABELS, average_window_ms=100, threshold=0.5, suppression_ms=1000, minimum_count=1)
+    assert feed(rc, "yes", 0, 450) == [("yes", 50)]  # at 0 ms the window spans under a quarter of 100 ms
+    assert feed(rc, "no", 450, 1500) == [("no", 1100)]  # not within 1000 ms of "yes"
+    rc = RecognizeCommands(LABELS, average_window_ms=100, threshold=0.5, suppression_ms=1000, minimum_count=1)
+    assert feed(rc, "yes", 0, 150) == [("yes", 50)]
+    assert feed(rc, "_silence_", 150, 1200) == [("_silence_", 1100)]
+    assert feed(rc, "up", 1200, 1400) == [("up", 1250)]  # after silence nothing is suppressed
+    with pytest.raises(ValueError, match="time order"):
+        rc.process(50, onehot("up"))
+
+
+def test_recognizer_validates_its_settings():
+    with pytest.raises(ValueError, match="threshold"):
+        RecognizeCommands(LABELS, threshold=1.5)
+    with pytest.raises(ValueError, match="minimum_count"):
+        RecognizeCommands(LABELS, minimum_count=0)
+
+
+def test_score_matches_detections_within_the_tolerance():
+    truth = [("yes", 1.0), ("no", 4.0), ("up", 8.0)]
+    found = [("yes", 1.5), ("yes", 1.6), ("down", 4.2), ("go", 6.0)]
+    s = score(truth, found, tolerance_s=0.75)
+    assert (s["matched"], s["correct"], s["wrong"], s["false_alarms"]) == (2, 1, 1, 2)
+    assert s["matched_pct"] == pytest.approx(100 * 2 / 3, abs=0.01)
+    assert s["false_alarms_pct"] == pytest.approx(100 * 2 / 3, abs=0.01)
+    assert score(truth, [("yes", 1.8)], tolerance_s=0.75)["false_alarms"] == 1  # 0.8 s away
+
+
+def dominant_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x))
+    return float(np.argmax(spectrum) * RATE / len(x))
+
+
+def test_recording_puts_each_labelled_word_at_its_time(tone_folder):
+    wave, truth = build_recording(tone_folder, LABELS, 40, np.random.default_rng(0), split="testing",
+                                  word_gap_ms=1000, unknown_percentage=30, background_volume=0.0)
+    assert len(wave) == 40 * RATE and len(truth) == 20
+    assert {label for label, _ in truth} >= {"_unknown_", "yes"}
+    speech = np.zeros(len(wave), bool)
+    for label, t in truth:
+        i = round(t * RATE)
+        speech[i: i + RATE] = True
+        base = TONES["bed" if label == "_unknown_" else label]
+        assert abs(dominant_hz(wave[i + 1000: i + RATE - 1000]) / base - 1.05) < 0.03  # test speakers: +4 %, +6 %
+    assert not wave[~speech].any()  # no background asked for: silence between words
+
+
+@pytest.fixture(scope="module")
+def tone_model(tmp_path_factory):
+    """A model trained (a plain loop, ~2 s) to spot tones of any length at any offset; its checkpoint."""
+    torch.manual_seed(0)
+    model = spotter_model(stack=8)
+    g = np.random.default_rng(0)
+
+    def clip(label: str) -> torch.Tensor:
+        x = 0.01 * g.standard_normal(RATE)
+        if label != "_silence_":
+            n = int(g.uniform(0.4, 1.0) * RATE)
+            start = int(g.integers(0, RATE - n + 1))
+            f = TONES["bed" if label == "_unknown_" else label] * g.uniform(0.95, 1.1)
+            x[start: start + n] += tone(f, seed=int(g.integers(1000)))[:n]
+        return torch.from_numpy(x.astype(np.float32))
+
+    model.frontend.fit_normalization([torch.stack([clip(lb) for lb in LABELS * 4])])
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(120):
+        y = torch.from_numpy(g.integers(0, len(LABELS), 32))
+        x = torch.stack([clip(LABELS[i]) for i in y.tolist()])
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("tone_model") / "tones.ckpt"
+    hparams = dict(labels=LABELS, features=dict(n_mfcc=13, n_mels=20, deltas=0, stack=8),
+                   encoder=dict(kind="rnn", hidden_size=16, num_layers=2))
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, path)
+    return path, model.eval()
+
+
+def test_detector_finds_keywords_when_they_occur(tone_model):
+    _, model = tone_model
+    wave = 0.01 * np.random.default_rng(1).standard_normal(10 * RATE).astype(np.float32)
+    placed = [("yes", 1.0), ("up", 4.0), ("no", 7.0)]
+    for label, t in placed:
+        wave[int(t * RATE): int(t * RATE) + RATE] += tone(TONES[label] * 1.04, seed=3)
+    events = list(detect_events(StreamingSpotter(model), torch.from_numpy(wave).split(1600),
+                                RecognizeCommands(LABELS, threshold=0.6)))
+    assert [e["label"] for e in events] == [label for label, _ in placed]
+    for e, (_, t) in zip(events, placed):
+        assert abs(e["start"] - t) <= 0.75 and e["end"] == pytest.approx(e["start"] + 1.0)
+
+
+def test_streamtest_writes_recording_labels_and_report(tone_model, tone_folder, tmp_path, capsys):
+    ckpt, _ = tone_model
+    args = ["--model", str(ckpt), "--data", str(tone_folder), "--minutes", "1", "--word-gap-ms", "1500",
+            "--detection-threshold", "0.6"]
+    assert streamtest_main([*args, "--out", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    rows = list(csv.DictReader(open(tmp_path / "a" / "labels.csv")))
+    assert report["words"] == len(rows) == 24
+    assert report["correct"] + report["wrong"] == report["matched"]
+    assert report["correct_pct"] == pytest.approx(100 * report["correct"] / report["words"], abs=0.01)
+    assert report["correct_pct"] >= 75 and report["false_alarms_pct"] <= 50  # tones are easy; the model is tiny
+    assert "% matched" in capsys.readouterr().out
+    # the written pair evaluates to the same figures
+    assert streamtest_main([*args, "--out", str(tmp_path / "b"), "--wav", str(tmp_path / "a" / "stream.wav"),
+                            "--labels", str(tmp_path / "a" / "labels.csv")]) == 0
+    again = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert {k: again[k] for k in ("matched", "correct", "wrong", "false_alarms")} == \
+           {k: report[k] for k in ("matched", "correct", "wrong", "false_alarms")}

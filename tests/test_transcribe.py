@@ -1,0 +1,239 @@
+"""The transcription CLI: inputs of every kind, output formats, long recordings, streams, bad input."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+
+from speechrnn.audio import load_audio
+from speechrnn.checkpoint import load_model
+from speechrnn.detect import RecognizeCommands, detect_events, summarize
+from speechrnn.predict import predict_proba
+from speechrnn.streaming import StreamingSpotter
+from speechrnn.train import train
+from speechrnn.transcribe import main
+
+from conftest import SHARED_DATA, tone, write_wav
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+RATE = 16000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny per-step ops: on a shared CPU a second torch thread mostly spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A Lightning checkpoint of a tiny model, one epoch on tones (what it predicts does not matter here)."""
+    base = tmp_path_factory.mktemp("transcribe")
+    root = base / "tones"
+    for word, f in {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}.items():
+        for k in range(4):
+            write_wav(root / word / f"{k:08x}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
+    (root / "validation_list.txt").write_text("".join(f"{w}/00000000_nohash_0.wav\n" for w in ("yes", "no", "up")))
+    (root / "testing_list.txt").write_text("".join(f"{w}/00000001_nohash_0.wav\n" for w in ("yes", "no", "up")))
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
+            "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false",
+            "model.encoder.hidden_size=16"])
+    train(cfg)
+    return base / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """Three 1 s clips, one in a nested folder."""
+    return [write_wav(tmp_path / "clips" / "a.wav", tone(300)),
+            write_wav(tmp_path / "clips" / "b.wav", tone(1500, seed=1)),
+            write_wav(tmp_path / "clips" / "deep" / "c.wav", tone(700, seed=2))]
+
+
+def run_main(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def expected(ckpt, paths) -> torch.Tensor:
+    """Probabilities the model gives the clips, computed here without the CLI."""
+    waves = torch.stack([torch.nn.functional.pad(load_audio(p), (0, RATE - len(load_audio(p)))) for p in paths])
+    return predict_proba(load_model(ckpt), waves)
+
+
+def test_json_gives_one_object_per_clip_with_topk(ckpt, clips, capsys):
+    code, out, err = run_main(capsys, ckpt, clips[0].parent, "--format", "json", "--top-k", "2")
+    assert code == 0, err
+    records = json_lines(out)
+    assert [r["path"] for r in records] == [str(p) for p in clips]  # the folder was searched recursively
+    probs = expected(ckpt, clips)
+    labels = load_model(ckpt).labels
+    for r, p in zip(records, probs):
+        assert r["label"] == labels[int(p.argmax())] == r["topk"][0]["label"]
+        assert r["score"] == pytest.approx(float(p.max()), abs=1e-4) and len(r["topk"]) == 2
+        assert r["topk"][0]["score"] >= r["topk"][1]["score"]
+
+
+def test_table_and_csv_list_every_clip(ckpt, clips, capsys):
+    code, out, _ = run_main(capsys, ckpt, *clips)
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].startswith("path") and len(lines) == 4
+    assert all(str(c) in line for c, line in zip(clips, lines[1:]))
+    code, out, _ = run_main(capsys, ckpt, *clips, "--format", "csv")
+    rows = out.strip().splitlines()
+    assert rows[0] == "path,label,score,topk,detections"
+    assert [r.split(",")[0] for r in rows[1:]] == list(map(str, clips))
+
+
+def test_globs_and_repeats_give_each_file_once(ckpt, clips, capsys):
+    code, out, _ = run_main(capsys, ckpt, str(clips[0].parent / "**" / "*.wav"), clips[0], "--format", "json")
+    assert code == 0 and sorted(r["path"] for r in json_lines(out)) == sorted(map(str, clips))
+
+
+def test_threshold_turns_a_weak_best_score_into_unknown(ckpt, clips, capsys):
+    scores = expected(ckpt, clips).max(-1).values
+    cut = float(scores.min() + scores.max()) / 2
+    assert scores.min() < cut < scores.max()
+    code, out, _ = run_main(capsys, ckpt, *clips, "--format", "json", "--threshold", cut)
+    records = json_lines(out)
+    assert code == 0 and [r["label"] == "_unknown_" for r in records] == (scores < cut).tolist()
+    assert all(r["topk"][0]["label"] != "_unknown_" for r in records)  # top-k keeps the model's own ranking
+
+
+def test_batch_size_does_not_change_results(ckpt, clips, capsys):
+    _, one, _ = run_main(capsys, ckpt, *clips, "--format", "json", "--batch-size", "1")
+    _, many, _ = run_main(capsys, ckpt, *clips, "--format", "json", "--batch-size", "64")
+    for a, b in zip(json_lines(one), json_lines(many)):
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_any_rate_and_channel_count_is_resampled_and_downmixed(ckpt, tmp_path, capsys):
+    mono = tone(700, seconds=0.8, rate=8000)
+    path = tmp_path / "stereo8k.flac"
+    sf.write(path, np.stack([mono, mono], 1), 8000)
+    code, out, _ = run_main(capsys, ckpt, path, "--format", "json")
+    wave = load_audio(path)
+    assert code == 0 and len(wave) == round(0.8 * RATE)
+    assert json_lines(out)[0]["score"] == pytest.approx(float(expected(ckpt, [path]).max()), abs=1e-4)
+
+
+def test_bad_inputs_get_one_line_each_and_the_rest_is_reported(ckpt, clips, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.txt").write_text("not audio")
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "cut.wav").write_bytes(b"RIFF\x00\x00")
+    (bad / "no_audio_here").mkdir()
+    nan = tone(300)
+    nan[100] = np.nan
+    sf.write(bad / "nan.wav", nan, RATE, subtype="FLOAT")
+    inputs = [bad / "notes.txt", bad / "empty.wav", bad / "cut.wav", bad / "no_audio_here", bad / "nan.wav",
+              bad / "missing.wav"]
+    code, out, err = run_main(capsys, ckpt, clips[0], *inputs, clips[1], "--format", "json")
+    assert code == 1
+    assert [r["path"] for r in json_lines(out)] == [str(clips[0]), str(clips[1])]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == len(inputs) and "Traceback" not in err
+    for path in inputs:
+        assert sum(path.name in line for line in errors) == 1
+
+
+@pytest.mark.parametrize("kind", ["missing", "foreign_state_dict", "lightning_without_hparams", "text"])
+def test_unusable_checkpoint_is_one_line_and_exit_2(kind, clips, tmp_path, capsys):
+    path = tmp_path / "model.ckpt"
+    if kind == "foreign_state_dict":
+        torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    elif kind == "lightning_without_hparams":
+        torch.save({"state_dict": torch.nn.Linear(3, 2).state_dict(), "hyper_parameters": {"lr": 0.1},
+                    "pytorch-lightning_version": "2.4.0"}, path)
+    elif kind == "text":
+        path.write_text("hello")
+    code, out, err = run_main(capsys, path, *clips)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err
+
+
+def long_recording(path: Path, seconds: float) -> Path:
+    wave = 0.01 * np.random.default_rng(0).standard_normal(int(seconds * RATE)).astype(np.float32)
+    wave[RATE: 2 * RATE] += tone(300)
+    return write_wav(path, wave)
+
+
+def test_long_recordings_are_scanned_whole_never_cropped(ckpt, clips, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 3.5)
+    just_over = write_wav(tmp_path / "over.wav", np.concatenate([tone(300), np.zeros(1, np.float32)]))
+    code, out, _ = run_main(capsys, ckpt, clips[0], long, just_over, "--format", "json",
+                            "--detection-threshold", "0")  # an untrained model: report every change of top label
+    short, scanned, over = json_lines(out)
+    assert code == 0 and "detections" not in short
+    assert scanned["duration"] == 3.5 and over["duration"] == pytest.approx((RATE + 1) / RATE, abs=1e-3)
+    model = load_model(ckpt)
+    events = list(detect_events(StreamingSpotter(model), load_audio(long).split(RATE),
+                                RecognizeCommands(model.labels, threshold=0.0)))
+    assert len(events) >= 2 and scanned["detections"] == events and scanned["label"] == summarize(events, 3)["label"]
+    assert all(0 <= e["start"] < e["end"] <= 3.5 for e in events)
+
+
+def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_path, capsys, monkeypatch):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    opts = ["--format", "json", "--detection-threshold", "0", "--chunk-ms", "37"]
+    _, out, _ = run_main(capsys, ckpt, long, *opts)
+    batch = json_lines(out)[0]["detections"]
+    assert len(batch) >= 2
+    _, out, _ = run_main(capsys, ckpt, long, "--stream", *opts)
+    assert [{k: e[k] for k in ("label", "start", "end", "score")} for e in json_lines(out)] == batch
+    pcm, _ = sf.read(long, dtype="int16")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pcm.tobytes())))
+    code, out, _ = run_main(capsys, ckpt, "-", *opts)
+    events = json_lines(out)
+    assert code == 0 and all(e["path"] == "-" for e in events)
+    assert [(e["label"], e["start"]) for e in events] == [(e["label"], e["start"]) for e in batch]
+
+
+def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
+    """Only the .ckpt is copied; the training run and its data are moved away; the CLI runs elsewhere."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(ckpt, alone / "model.ckpt")
+    expected_labels = [load_model(ckpt).labels[int(p.argmax())] for p in expected(ckpt, clips)]
+    base = ckpt.parents[2]
+    hidden = base.with_name(base.name + "_away")
+    base.rename(hidden)
+    try:
+        res = subprocess.run([sys.executable, "-m", "speechrnn.transcribe", str(alone / "model.ckpt"),
+                              *map(str, clips), "--format", "json"], cwd=alone, capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        hidden.rename(base)
+    assert res.returncode == 0, res.stderr
+    assert [r["label"] for r in json_lines(res.stdout)] == expected_labels
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "speech_commands_v2_test_A").is_dir(), reason="shared real clips absent")
+def test_real_clips_with_odd_names_are_all_classified(ckpt, capsys):
+    folder = SHARED_DATA / "speech_commands_v2_test_A"
+    clips = sorted((folder / "_unknown_").glob("*.wav.wav"))[:40]
+    code, out, err = run_main(capsys, ckpt, *clips, "--format", "json")
+    assert code == 0, err
+    assert len(json_lines(out)) == len(clips)
