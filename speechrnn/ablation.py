@@ -31,7 +31,8 @@ def run_train(overrides: list[str]) -> dict:
     return train(cfg)
 
 
-def ablate(models: list[str], out: Path, real_test: str | None, fsdd: str | None, extra: list[str]) -> list[dict]:
+def ablate(models: list[str], out: Path, real_test: str | None, fsdd: str | None, extra: list[str],
+           cache_dir: str = "data/cache") -> list[dict]:
     rows = []
     for model in models:
         row = {"model": model}
@@ -42,7 +43,7 @@ def ablate(models: list[str], out: Path, real_test: str | None, fsdd: str | None
         row["synthetic_cmd"] = "python -m speechrnn.train " + " ".join(args)
         if real_test:
             best = load_model(metrics["best_checkpoint"])
-            clips = folder_clips(real_test, best.labels, "data/cache")
+            clips = folder_clips(real_test, best.labels, cache_dir)
             report = evaluate_clips(best, clips, best.labels, run / "real_test")
             row["real_test"] = report["accuracy"]
             row["real_test_cmd"] = (f"python -m speechrnn.evaluate ckpt_path=<run>/checkpoints/best.ckpt "
