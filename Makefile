@@ -7,13 +7,12 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 DATA ?= data/synthetic
 
-.PHONY: demo test test-slow bench install
+.PHONY: demo test bench install
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e '.[dev,export]'
 	touch $@
 
@@ -21,13 +20,10 @@ demo: install
 	$(PY) -m speechrnn.train hydra.run.dir=$(RUN)
 	$(PY) -m speechrnn.evaluate ckpt_path=$(RUN)/checkpoints/best.ckpt split=testing hydra.run.dir=$(RUN)/evaluate
 	$(PY) -m speechrnn.transcribe $(RUN)/checkpoints/best.ckpt \
-		$$(sed -n '1~23p' $(DATA)/testing_list.txt | head -n 12 | sed 's|^|$(DATA)/|')
+		$$(sed -n '1~145p' $(DATA)/testing_list.txt | head -n 12 | sed 's|^|$(DATA)/|')
 
 test: install
 	$(PY) -m pytest -q
-
-test-slow: install
-	$(PY) -m pytest -q -m slow
 
 bench: install
 	$(PY) -m speechrnn.bench
