@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,3 +41,12 @@ def tone_folder(tmp_path: Path) -> Path:
     write_wav(root / "_background_noise_" / "white.wav",
               (0.1 * np.random.default_rng(1).standard_normal(16000 * 3)).astype(np.float32))
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many tiny per-step ops (streaming, small models): on a shared 2-core CPU a second torch thread mostly spins."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,13 +21,7 @@ TONES = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}  # as conftest'
 LABELS = ["yes", "no", "up", "_silence_", "_unknown_"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Streaming runs many tiny ops: on a shared CPU a second torch thread mostly spins."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spotter_model(kind: str = "rnn", deltas: int = 0, stack: int = 3, seed: int = 0) -> KeywordSpotter:

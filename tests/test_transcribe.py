@@ -27,13 +27,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 RATE = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny per-step ops: on a shared CPU a second torch thread mostly spins."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""The benchmark runs and its numbers are sane. Not a timed test: no speed target is asserted."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechrnn.bench import gemm_flops, lean_step, race, rnn_gemms
+from speechrnn.rnn import ElmanRNN
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """``python -m speechrnn.bench --quick`` on random clips (no corpus in the data dir); returns (stdout, JSON)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "sub" / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "speechrnn.bench", "--quick", "--out", str(out),
+                          "--data-dir", str(tmp / "empty")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout, json.loads(out.read_text())
+
+
+def _numbers(obj):
+    """Every measured number (settings such as ``num_workers`` may be 0)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k != "num_workers":
+                yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+def test_json_has_every_section_and_the_table(bench):
+    stdout, res = bench
+    assert set(res) == SECTIONS
+    assert res["meta"]["quick"] is True and res["meta"]["device"] in ("cpu", "cuda")
+    assert "random noise clips" in res["data"]["source"]
+    for row in res["rows"]:
+        assert row["measure"] in stdout and row["status"] in ("pass", "miss", "info")
+        assert (row["target"] is None) == (row["status"] == "info")
+    assert "results:" in stdout
+
+
+def test_measurements_are_positive_and_finite(bench):
+    _, res = bench
+    for section in ("rnn", "inference", "frontend", "data"):
+        values = list(_numbers(res[section]))
+        assert values and all(math.isfinite(v) and v > 0 for v in values), section
+
+
+def test_rnn_ratios_come_from_the_measured_times(bench):
+    _, res = bench
+    Ts = {r["T"] for r in res["rnn"]}  # the default config's stacked steps, and 98 unstacked frames
+    assert len(Ts) == 2 and 98 in Ts and {r["H"] for r in res["rnn"]} == {128, 256}
+    for r in res["rnn"]:
+        t = r["seconds"]["ElmanRNN"]
+        assert r["speedup"] == pytest.approx(r["seconds"][r["baseline"]] / t)
+        assert r["gemm_flops"] == gemm_flops(rnn_gemms(r["B"], r["T"], r["I"], r["H"]))
+        assert r["flops_per_s"] == pytest.approx(r["gemm_flops"] / t)
+        assert r["frac_gemm_peak"] == pytest.approx(r["flops_per_s"] / r["peak_gemm_flops_per_s"])
+        assert r["frac_gemm_bound"] == pytest.approx(r["gemm_bound_s"] / t)
+
+
+def test_rows_pass_or_miss_by_their_ratio(bench):
+    _, res = bench
+    rows = {row["measure"]: row for row in res["rows"]}
+    for r in res["rnn"]:
+        row = rows[f"RNN fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}"]
+        assert row["ratio"] == pytest.approx(r["speedup"])
+        assert row["status"] == ("pass" if r["speedup"] >= (1.0 if r["baseline"].startswith("cuDNN") else 1.2) else "miss")
+    d = res["data"]
+    assert d["data_vs_train"] == pytest.approx(d["loader_clips_per_s"] / d["train_step_clips_per_s"])
+    data_row = next(row for row in res["rows"] if row["measure"].startswith("data loader"))
+    assert data_row["status"] == ("pass" if d["data_vs_train"] >= 3 else "miss")
+    assert d["epoch_clips_per_s"] == pytest.approx(max(e["clips"] / e["seconds"] for e in d["epochs"]))
+
+
+def test_lean_step_is_elman_step():
+    rnn = ElmanRNN(20, 16)
+    x, h = torch.randn(3, 20), torch.randn(1, 3, 16)
+    with torch.inference_mode():
+        assert torch.allclose(lean_step(rnn)(x, h[0]), rnn.step(x, h)[0], atol=1e-6)
+
+
+def test_race_interleaves_and_keeps_each_contenders_best():
+    calls = {"a": 0, "b": 0}
+    fns = {k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls}
+    best = race(fns, sync=lambda: None, rounds=4, min_time=0.0)
+    assert set(best) == {"a", "b"} and all(0 < t < 1 for t in best.values())
+    assert calls["a"] == calls["b"] >= 4 + 2  # warm-up twice, then once per round
