@@ -91,7 +91,7 @@ class KeywordModule(L.LightningModule):
             self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=stage != "test",
-                      on_step=stage == "train", on_epoch=True, batch_size=len(y))
+                      on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=stage != "train")
         return loss
 
     def _raise_non_finite(self, what: str, index: Tensor, stage: str) -> None:
