@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Callable
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_object
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -83,7 +84,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except InstantiationException as err:  # a user error raised in a class Hydra built
+                raise (err.__cause__ if isinstance(err.__cause__, USER_ERRORS) else err) from None
         except USER_ERRORS as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
             sys.exit(2)

@@ -337,7 +337,7 @@ def test_cache_killed_before_its_index_is_decoded_again(corpus, tmp_path, monkey
 CONFIG_MISTAKES = {  # case: (overrides, exit status, what stderr says)
     "wrong type": (["trainer.max_epochs=abc"], 2,
                    "error: trainer.max_epochs='abc' has the wrong type: trainer.max_epochs takes int"),
-    "missing required value": (["task=custom"], 2, "error: data.words has no value"),
+    "missing required value": (["task=custom"], 2, "error: task=custom needs data.words"),
     "misspelt key, appended with +": (["+model.encoder.hiden_size=64"], 1, "unexpected keyword argument 'hiden_size'"),
 }
 
