@@ -1,4 +1,4 @@
-"""Faults and bad input (docs/faults.md), each proved on the smallest data that shows it.
+"""Faults and bad input (the README table "Faults and bad input"), each proved on the smallest data that shows it.
 
 Crash and resume, and determinism, are in test_resume.py.
 

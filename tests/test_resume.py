@@ -2,7 +2,7 @@
 
 A training run killed with SIGKILL in the middle of an epoch resumes from its
 ``last.ckpt`` with the documented command and ends exactly as an uninterrupted run
-with the same seed: same weights, same metrics (tolerance 0, see docs/faults.md).
+with the same seed: same weights, same metrics (tolerance 0, see the README, "Faults and bad input").
 """
 
 from __future__ import annotations
