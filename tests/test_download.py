@@ -325,3 +325,9 @@ def test_local_archive_is_extracted_once(tmp_path, archive_bytes, monkeypatch):
 def test_unknown_version_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="version='v3'"):
         dl.prepare_speech_commands(None, version="v3", cache_dir=tmp_path)
+
+
+def test_cli_fetches_the_archive_and_prints_the_folder(server, official_v2_train, tmp_path, capsys):
+    dl.main(["--cache-dir", str(tmp_path / "cache"), "--base-url", server.url])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / "speech_commands_v0.02")
+    assert dl.looks_like_speech_commands(tmp_path / "cache" / "speech_commands_v0.02")
