@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from speechrnn.audio import SAMPLE_RATE, AudioError, load_audio
 from speechrnn.augment import WaveAugment
@@ -206,12 +206,13 @@ class SpeechCommandsData(L.LightningDataModule):
         """Clip paths of a split (``training``/``validation``/``testing``), by batch index."""
         return self.splits[split].paths
 
-    def train_waves(self, batches: int = 20) -> Any:
-        """Up to ``batches`` batches of clean training waveforms, for normalisation statistics."""
-        loader = self._loader("training")
-        for i, (wave, _, _) in enumerate(loader):
-            if i >= batches:
-                break
+    def train_waves(self, clips: int = 2048) -> Any:
+        """Batches of clean training waveforms for normalisation statistics: ``clips`` drawn at
+        random (seeded), since the split is sorted by label and its head would be a few words only."""
+        split = self.splits["training"]
+        pick = torch.randperm(len(split), generator=torch.Generator().manual_seed(self.seed))[:clips]
+        loader = DataLoader(Subset(ClipDataset(split), pick.tolist()), batch_size=self.batch_size)
+        for wave, _, _ in loader:
             yield wave
 
     def _loader(self, split: str) -> DataLoader:
@@ -247,7 +248,9 @@ class SpeechCommandsData(L.LightningDataModule):
             torch.manual_seed(_mix(self.augment_seed, sampler.epoch, sampler.consumed))
             sampler.consumed += len(label)
             if self.augment is not None:
-                batch = (self.augment(wave, self.noise.to(wave.device)), label, index)
+                if self.noise.device != wave.device:
+                    self.noise = self.noise.to(wave.device)  # once, not every batch
+                batch = (self.augment(wave, self.noise), label, index)
         return batch
 
     def state_dict(self) -> dict:

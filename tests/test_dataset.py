@@ -93,3 +93,17 @@ def test_named_speakers_split_fsdd_style_speaker_disjoint(tmp_path):
 def test_speaker_of_reads_canonical_unknown_names():
     from speechrnn.dataset import speaker_of
     assert speaker_of("bed_0a1b2c3d_nohash_0.wav.wav") == speaker_of("0a1b2c3d_nohash_3.wav") == "0a1b2c3d"
+
+
+def test_normalisation_clips_are_drawn_from_every_label_not_the_sorted_head(tone_folder, tmp_path):
+    import torch
+
+    from speechrnn.datamodule import SpeechCommandsData
+    data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4)
+    data.setup()
+    split = data.splits["training"]
+    drawn = torch.cat(list(data.train_waves(clips=8)))  # (8, S)
+    rows = torch.from_numpy(split.waves.astype("float32") / 32768.0)
+    labels = {int(split.labels[int((rows == w).all(1).nonzero()[0])]) for w in drawn}
+    head = {int(x) for x in split.labels[:8]}  # the split is sorted by label: its head is two words
+    assert len(drawn) == 8 and len(head) == 2 and len(labels) > len(head)
