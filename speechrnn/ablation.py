@@ -11,7 +11,6 @@ reproduces it; the table is printed as Markdown and saved as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir

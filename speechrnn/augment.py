@@ -58,7 +58,7 @@ class SpecAugment(nn.Module):
         freq_masks (int, optional): number of frequency masks. (Default: ``2``)
         freq_width (int, optional): largest frequency mask, in coefficients. (Default: ``5``)
         time_masks (int, optional): number of time masks. (Default: ``2``)
-        time_width (int, optional): largest time mask, in steps. (Default: ``2``)
+        time_width (int, optional): largest time mask, in 10 ms frames (masks apply before stacking). (Default: ``2``)
 
     Shapes:
         ``(B, T, F)`` -> ``(B, T, F)``.

@@ -263,7 +263,6 @@ def bench_fit(cfg, data_dir: Path, tmp: Path, device: torch.device, sync: Callab
     timer = StepTimer(sync)
     trainer = instantiate(cfg.trainer, callbacks=[timer])
     trainer.fit(module, datamodule=data)
-    torch.use_deterministic_algorithms(False)  # the trainer's deterministic=true outlives fit
     gap, step = min(timer.gaps), min(timer.steps)
     B = max(timer.clips)
     return dict(source=source, batch_size=B, batches=len(timer.steps), num_workers=cfg.data.num_workers,

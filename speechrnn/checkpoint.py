@@ -8,7 +8,6 @@ frontend's normalisation statistics, so a clip needs nothing else to be classifi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from speechrnn.model import KeywordSpotter

@@ -35,7 +35,6 @@ from speechrnn.dataset import SPLITS, DatasetError, label_items, scan, split_cli
 from speechrnn.labels import BACKGROUND_NOISE_DIR, SILENCE, UNKNOWN, WORDS_V2
 
 log = logging.getLogger(__name__)
-STAGE_SPLITS = {"train": "training", "val": "validation", "test": "testing"}
 
 
 class ClipDataset(Dataset):
@@ -144,7 +143,7 @@ class SpeechCommandsData(L.LightningDataModule):
         synth (dict, optional): if given, ``prepare_data`` synthesises the embedded corpus at
             ``root`` with these ``speechrnn.synth.generate_corpus`` arguments. (Default: ``None``)
         download (bool, optional): fetch the official archive when ``root`` is missing. (Default: ``False``)
-        seed (int, optional): seed of the unknown/silence draw. (Default: ``59185``, the reference's)
+        seed (int, optional): seed of the unknown/silence draw and of the training order per epoch. (Default: ``59185``, the reference's)
     """
 
     def __init__(self, root: str, task: str = "kws12", words: list[str] | None = None, version: str = "v0.02",

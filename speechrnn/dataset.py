@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speechrnn.audio import AUDIO_EXTENSIONS
-from speechrnn.labels import BACKGROUND_NOISE_DIR, COMMANDS, SILENCE, UNKNOWN, words_for_version
+from speechrnn.labels import BACKGROUND_NOISE_DIR, KWS12, SILENCE, UNKNOWN, words_for_version
 
 SPLITS = ("training", "validation", "testing")
+STAGE_SPLITS = {"train": "training", "val": "validation", "test": "testing"}  # Lightning stage -> split
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # from the reference recipe's hash rule
 
 
@@ -48,7 +49,7 @@ def task_labels(task: str, version: str = "v0.02", words: list[str] | None = Non
                 silence: bool = True, unknown: bool = True) -> list[str]:
     """Class names of a task: ``kws12``, ``kws35`` (every word of the version) or ``custom``."""
     if task == "kws12":
-        return list(COMMANDS) + [SILENCE, UNKNOWN]
+        return list(KWS12)
     if task == "kws35":
         return list(words_for_version(version))
     if task == "custom":

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import hydra
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 

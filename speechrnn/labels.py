@@ -19,8 +19,6 @@ WORDS_V1 = COMMANDS + (
 )
 WORDS_V2 = WORDS_V1 + ("backward", "forward", "follow", "learn", "visual")
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
 KWS12 = COMMANDS + (SILENCE, UNKNOWN)
 
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from speechrnn.atomic import atomic_save
 from speechrnn.augment import SpecAugment
+from speechrnn.dataset import STAGE_SPLITS
 from speechrnn.diagnostics import hidden_grad_norms
 from speechrnn.errors import NonFiniteLossError
 from speechrnn.model import KeywordSpotter
@@ -70,10 +71,6 @@ class KeywordModule(L.LightningModule):
         self.model = KeywordSpotter(labels, features, encoder)
         self.specaugment = SpecAugment(**specaugment) if specaugment else None
 
-    @property
-    def labels(self) -> list[str]:
-        return self.model.labels
-
     def forward(self, wave: Tensor) -> Tensor:
         return self.model(wave)
 
@@ -95,7 +92,7 @@ class KeywordModule(L.LightningModule):
         return loss
 
     def _raise_non_finite(self, what: str, index: Tensor, stage: str) -> None:
-        split = {"train": "training", "val": "validation", "test": "testing"}[stage]
+        split = STAGE_SPLITS[stage]
         files = []
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "files"):
@@ -162,10 +159,6 @@ class KeywordModule(L.LightningModule):
         scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer,
                                             total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def fit_normalization(self, waves: Any) -> None:
-        """Set the frontend's normalisation statistics from training waveforms."""
-        self.model.frontend.fit_normalization(waves)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 100,

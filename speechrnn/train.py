@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speechrnn.atomic import atomic_write_json, atomic_write_text
+from speechrnn.audio import SAMPLE_RATE
 from speechrnn.checkpoint import CheckpointError, load_model
 from speechrnn.errors import ConfigError, check_config_types, friendly
 from speechrnn.evaluate import evaluate_clips
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict:
     """Train, keep the best checkpoint, evaluate it on the test split; returns the metrics."""
     check_config_types(cfg)
+    if cfg.features.sample_rate != SAMPLE_RATE:  # datasets, cache and augmentation are read at SAMPLE_RATE
+        raise ConfigError(f"features.sample_rate={cfg.features.sample_rate}: clips are decoded at {SAMPLE_RATE} Hz; "
+                          f"keep features.sample_rate={SAMPLE_RATE}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is not an integer")
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
@@ -48,7 +52,7 @@ def train(cfg: DictConfig) -> dict:
     data.setup("fit")
     module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
     if not cfg.ckpt_path:  # a resumed run restores the statistics with the weights
-        module.fit_normalization(data.train_waves())
+        module.model.frontend.fit_normalization(data.train_waves())
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     logger = instantiate(cfg.logger)

@@ -62,3 +62,11 @@ def test_missing_checkpoint_path_is_a_clear_error():
     run = subprocess.run([sys.executable, "-m", "speechrnn.evaluate"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode != 0 and "ckpt_path" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_frontend_rate_the_data_pipeline_does_not_produce_is_refused(tmp_path):
+    from speechrnn.errors import ConfigError
+    from speechrnn.train import train
+    cfg = compose_train(["features.sample_rate=8000", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="features.sample_rate=8000"):
+        train(cfg)
