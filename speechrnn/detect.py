@@ -14,6 +14,7 @@ whose posterior fired it; its end is that window's end.
 
 from __future__ import annotations
 
+import argparse
 from collections import deque
 from typing import Iterable
 
@@ -110,3 +111,18 @@ def summarize(events: list[dict], top_k: int) -> dict:
     topk = sorted(({"label": k, "score": v} for k, v in best.items()), key=lambda t: -t["score"])[:top_k]
     return {"label": " ".join(e["label"] for e in events) or SILENCE,
             "score": topk[0]["score"] if topk else 0.0, "topk": topk, "detections": events}
+
+
+def add_smoothing_args(parser: argparse.ArgumentParser) -> None:
+    """The ``RecognizeCommands`` settings as command-line options (transcribe and streamtest share them)."""
+    g = parser.add_argument_group("detection in long recordings (RecognizeCommands smoothing)")
+    g.add_argument("--detection-threshold", type=float, default=0.5, help="(default 0.5)")
+    g.add_argument("--average-window-ms", type=float, default=500.0, help="(default 500)")
+    g.add_argument("--suppression-ms", type=float, default=500.0, help="(default 500)")
+    g.add_argument("--minimum-count", type=int, default=3, help="(default 3)")
+
+
+def smoothing_from_args(args: argparse.Namespace) -> dict:
+    """``RecognizeCommands`` keyword arguments from the options of ``add_smoothing_args``."""
+    return dict(average_window_ms=args.average_window_ms, threshold=args.detection_threshold,
+                suppression_ms=args.suppression_ms, minimum_count=args.minimum_count)

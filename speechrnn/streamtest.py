@@ -36,7 +36,7 @@ import torch
 
 from speechrnn.audio import load_audio
 from speechrnn.dataset import DatasetError, scan, split_clips
-from speechrnn.detect import RecognizeCommands, detect_events
+from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
 from speechrnn.errors import friendly
 from speechrnn.labels import BACKGROUND_NOISE_DIR, SILENCE, UNKNOWN
 from speechrnn.runtime import load_backend
@@ -125,10 +125,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--unknown-percentage", type=float, default=20.0)
     p.add_argument("--background-volume", type=float, default=0.1)
     p.add_argument("--tolerance-ms", type=float, default=750.0, help="match window around a word (default 750)")
-    p.add_argument("--detection-threshold", type=float, default=0.5)
-    p.add_argument("--average-window-ms", type=float, default=500.0)
-    p.add_argument("--suppression-ms", type=float, default=500.0)
-    p.add_argument("--minimum-count", type=int, default=3)
+    add_smoothing_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see speechrnn.transcribe)")
     args = p.parse_args(argv)
     if bool(args.wav) != bool(args.labels):
@@ -154,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             csv.writer(f).writerows([("label", "time"), *truth])
         source = str(out / "stream.wav")
         wave = load_audio(source, backend.rate).numpy()  # as written, 16-bit: --wav on it gives the same figures
-    smoothing = dict(average_window_ms=args.average_window_ms, threshold=args.detection_threshold,
-                     suppression_ms=args.suppression_ms, minimum_count=args.minimum_count)
+    smoothing = smoothing_from_args(args)
     start = time.perf_counter()
     events = detect_recording(backend, wave, smoothing)
     seconds = time.perf_counter() - start

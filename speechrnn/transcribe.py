@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from speechrnn.audio import AudioError, find_audio, fix_length, load_audio
-from speechrnn.detect import RecognizeCommands, detect_events, summarize
+from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
 from speechrnn.runtime import load_backend
@@ -187,11 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "extra threads mostly spin, up to 20x slower when streaming)")
     p.add_argument("--stream", action="store_true", help="print keywords as they are found, reading in chunks")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk read per step when streaming (default 100)")
-    g = p.add_argument_group("detection in long recordings (RecognizeCommands smoothing)")
-    g.add_argument("--detection-threshold", type=float, default=0.5, help="(default 0.5)")
-    g.add_argument("--average-window-ms", type=float, default=500.0, help="(default 500)")
-    g.add_argument("--suppression-ms", type=float, default=500.0, help="(default 500)")
-    g.add_argument("--minimum-count", type=int, default=3, help="(default 3)")
+    add_smoothing_args(p)
     args = p.parse_args(argv)
     if min(args.top_k, args.batch_size, args.workers, args.threads) < 1 or args.chunk_ms <= 0:
         p.error("--top-k, --batch-size, --workers, --threads and --chunk-ms must be positive")
@@ -204,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.batch_size)
-    smoothing = dict(average_window_ms=args.average_window_ms, threshold=args.detection_threshold,
-                     suppression_ms=args.suppression_ms, minimum_count=args.minimum_count)
+    smoothing = smoothing_from_args(args)
     try:
         RecognizeCommands(backend.labels, **smoothing)  # bad settings fail before any audio is read
     except ValueError as err:
