@@ -52,12 +52,13 @@ class _ElmanScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_hs):  # (T, B, H) dL/dh_t from the layer's outputs
         x, h0, W_xh, W_hh, hs = ctx.saved_tensors
-        d = grad_hs.clone(memory_format=torch.contiguous_format)  # becomes dL/da_t, a_t = pre-activation
-        for t in reversed(range(len(d))):
-            if t + 1 < len(d):
-                d[t].addmm_(d[t + 1], W_hh)  # h_t also feeds a_{t+1} = ... + W_hh h_t
-            # d[t] *= tanh'(a_t) = 1 - h_t^2, as one fused kernel (aten's own tanh backward)
-            torch.ops.aten.tanh_backward.grad_input(d[t], hs[t], grad_input=d[t])
+        d = torch.empty_like(hs)  # (T, B, H) dL/da_t, a_t = pre-activation; grad_hs may be strided
+        T = len(d)
+        for t in reversed(range(T)):
+            # dL/dh_t: from the output, plus through a_{t+1} = ... + W_hh h_t (written into d[t], no clone)
+            g = grad_hs[t] if t + 1 == T else torch.addmm(grad_hs[t], d[t + 1], W_hh, out=d[t])
+            # dL/da_t = dL/dh_t * (1 - h_t^2), one fused kernel (aten's own tanh backward)
+            torch.ops.aten.tanh_backward.grad_input(g, hs[t], grad_input=d[t])
         h_prev = hs[:-1].flatten(0, 1)  # (T-1)*B rows of h_{t-1}; h_0 handled apart
         dW_hh = torch.addmm(d[0].t() @ h0, d[1:].flatten(0, 1).t(), h_prev)  # sum_t (dL/da_t)^T h_{t-1}
         d2 = d.flatten(0, 1)  # (T*B, H)
