@@ -13,9 +13,8 @@ Both files hold the whole model, frontend included: waveform ``(B, 16000)`` floa
 
 The clip length is fixed: tracing unrolls the recurrence over its 12 steps (98 frames
 stacked 8 at a time). The Elman RNN is unrolled with ``ElmanRNN.step``, one Gemm and
-Tanh per layer and step; GRU and LSTM become ONNX ``GRU`` / ``LSTM`` nodes. Deltas
-are written as shifted differences (the same numbers as ``compute_deltas``, whose
-grouped convolution has no ONNX form for a free batch size).
+Tanh per layer and step; GRU and LSTM become ONNX ``GRU`` / ``LSTM`` nodes. The frontend
+is ``MFCC.forward`` itself (its deltas are shifted differences, which export).
 
 Each export is run on test clips and compared with the PyTorch model; the command
 fails unless the largest logit difference is under ``TOLERANCE``.
@@ -56,30 +55,14 @@ class ExportableSpotter(nn.Module):
         self.frontend, self.encoder = model.frontend, model.encoder
 
     def forward(self, wave: Tensor) -> Tensor:
-        fe = self.frontend
-        x = fe.cepstra(wave)  # (B, T0, C)
-        if fe.normalize:
-            x = (x - fe.mean) / fe.std
-        parts = [x]
-        for _ in range(fe.deltas):
-            parts.append(_deltas(parts[-1]))
-        x = torch.cat(parts, dim=-1)  # (B, T0, C * (1 + deltas))
-        B, T0, F = x.shape
-        T = T0 // fe.stack
-        x = x[:, : T * fe.stack].reshape(B, T, F * fe.stack)  # (B, T, F * stack)
-        if isinstance(self.encoder, ElmanRNN):
+        x = self.frontend(wave)  # (B, T, F)
+        if isinstance(self.encoder, ElmanRNN):  # unrolled by steps: _ElmanScan has no ONNX form
             h = None
-            for t in range(T):
+            for t in range(x.shape[1]):
                 h = self.encoder.step(x[:, t], h)  # (L, B, H)
             return self.encoder.readout(h[-1])  # (B, C)
         hs, _ = self.encoder(x)  # (B, T, H)
         return self.encoder.readout(hs[:, -1])
-
-
-def _deltas(x: Tensor) -> Tensor:
-    """``compute_deltas`` along time of ``(B, T, C)``: (2 x[t+2] + x[t+1] - x[t-1] - 2 x[t-2]) / 10, edges repeated."""
-    p = torch.cat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], dim=1)  # (B, T + 4, C)
-    return (2 * (p[:, 4:] - p[:, :-4]) + (p[:, 3:-1] - p[:, 1:-3])) / 10
 
 
 def check_clips(rate: int, num_samples: int, n: int = 6, seed: int = 0) -> Tensor:

@@ -19,6 +19,16 @@ import torchaudio
 from torch import Tensor, nn
 
 
+def deltas(x: Tensor) -> Tensor:
+    """Deltas along time of ``(B, T, C)``: (2 x[t+2] + x[t+1] - x[t-1] - 2 x[t-2]) / 10, edges repeated.
+
+    The numbers of ``torchaudio.functional.compute_deltas`` (5-frame window), written as
+    shifted differences because its grouped convolution has no ONNX form for a free batch size.
+    """
+    p = torch.cat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], dim=1)  # (B, T + 4, C)
+    return (2 * (p[:, 4:] - p[:, :-4]) + (p[:, 3:-1] - p[:, 1:-3])) / 10
+
+
 class MFCC(nn.Module):
     """Mel-frequency cepstral coefficients with per-coefficient normalisation.
 
@@ -35,6 +45,9 @@ class MFCC(nn.Module):
             shortens the sequence the RNN must carry gradients through. (Default: ``1``)
         normalize (bool, optional): subtract the training mean and divide by the
             training std of each coefficient (see ``fit_normalization``). (Default: ``True``)
+        cmn (bool, optional): also subtract each clip's own mean per coefficient (cepstral
+            mean normalisation), which removes a fixed channel or microphone colouring.
+            It needs the whole clip, so a model with it cannot stream. (Default: ``False``)
 
     Shapes:
         ``(B, N)`` waveform -> ``(B, T, F)`` with ``T = num_frames(N)`` and ``F = dim``.
@@ -47,7 +60,8 @@ class MFCC(nn.Module):
 
     def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, win_ms: float = 30.0,
                  hop_ms: float = 10.0, n_mels: int = 40, f_min: float = 20.0,
-                 f_max: float = 7600.0, deltas: int = 0, stack: int = 1, normalize: bool = True):
+                 f_max: float = 7600.0, deltas: int = 0, stack: int = 1, normalize: bool = True,
+                 cmn: bool = False):
         super().__init__()
         if n_mfcc < 1 or n_mels < n_mfcc:
             raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
@@ -60,7 +74,7 @@ class MFCC(nn.Module):
         if stack < 1:
             raise ValueError(f"stack must be >= 1, got {stack}")
         self.sample_rate, self.n_mfcc, self.deltas, self.stack = sample_rate, n_mfcc, deltas, stack
-        self.normalize = normalize
+        self.normalize, self.cmn = normalize, cmn
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
         self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
@@ -101,13 +115,14 @@ class MFCC(nn.Module):
         x = self.cepstra(wave)  # (B, T0, C)
         if self.normalize:
             x = (x - self.mean) / self.std
+        if self.cmn:  # minus the mean of the frames the steps use (not the < stack left over)
+            x = x - x[:, : x.shape[1] // self.stack * self.stack].mean(dim=1, keepdim=True)  # (B, T0, C)
         if mask is not None:
             x = mask(x)
         if self.deltas:
-            d1 = torchaudio.functional.compute_deltas(x.transpose(1, 2)).transpose(1, 2)
-            parts = [x, d1]
-            if self.deltas == 2:
-                parts.append(torchaudio.functional.compute_deltas(d1.transpose(1, 2)).transpose(1, 2))
+            parts = [x]
+            for _ in range(self.deltas):
+                parts.append(deltas(parts[-1]))  # d1 from x, d2 from d1
             x = torch.cat(parts, dim=-1)  # (B, T0, C * (1 + deltas))
         B, T0, F = x.shape
         T = T0 // self.stack

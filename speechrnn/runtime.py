@@ -6,7 +6,8 @@ Both answer the same three questions, so ``transcribe`` never asks which it has:
 ``labels`` / ``rate`` / ``clip_samples`` the model was trained with.
 
 * ``TorchBackend`` (a ``.ckpt`` from ``speechrnn.train``): streams with
-  ``StreamingSpotter``, one step of K staggered RNN states per frame.
+  ``StreamingSpotter``, one step of K staggered RNN states per frame (or, for a model
+  that normalises each clip by its own mean, ``WindowedSpotter``).
 * ``OnnxBackend`` (a ``model.onnx`` from ``speechrnn.export``, run by onnxruntime): the
   graph takes fixed 1 s clips, so long recordings are cut into the same windows
   (``WindowedSpotter``) and each is classified whole. Everything it needs (labels,
@@ -25,20 +26,20 @@ from torch import Tensor
 from speechrnn.checkpoint import CheckpointError, load_model
 from speechrnn.model import KeywordSpotter
 from speechrnn.predict import predict_proba
-from speechrnn.streaming import StreamingSpotter, WindowedSpotter
+from speechrnn.streaming import StreamingSpotter, WindowedSpotter, window_geometry
 
 META_PREFIX = "speechrnn."
 
 
 def model_metadata(model: KeywordSpotter) -> dict[str, str]:
     """What a runtime needs besides the graph: labels, rate and window geometry, as strings."""
-    spotter = StreamingSpotter(model)
     fe = model.frontend
+    clip_samples, _, stride, context = window_geometry(fe)
     features = dict(sample_rate=fe.sample_rate, n_mfcc=fe.n_mfcc, win_length=fe.win_length,
                     hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min,
-                    f_max=fe.f_max, deltas=fe.deltas, stack=fe.stack, normalize=fe.normalize)
-    meta = dict(labels=json.dumps(model.labels), sample_rate=fe.sample_rate, clip_samples=spotter.clip_samples,
-                stride=spotter.stride, context=spotter.context, features=json.dumps(features))
+                    f_max=fe.f_max, deltas=fe.deltas, stack=fe.stack, normalize=fe.normalize, cmn=fe.cmn)
+    meta = dict(labels=json.dumps(model.labels), sample_rate=fe.sample_rate, clip_samples=clip_samples,
+                stride=stride, context=context, features=json.dumps(features))
     return {META_PREFIX + k: str(v) for k, v in meta.items()}
 
 
@@ -50,12 +51,16 @@ class TorchBackend:
     def __init__(self, model: KeywordSpotter, batch_size: int = 256):
         self.model, self.batch_size = model.eval(), batch_size
         self.labels, self.rate = model.labels, model.frontend.sample_rate
-        self.clip_samples = StreamingSpotter(model).clip_samples
+        self.clip_samples, _, self.stride, self.context = window_geometry(model.frontend)
 
     def predict(self, clips: Tensor) -> Tensor:
         return predict_proba(self.model, clips, self.batch_size)  # (B, C)
 
-    def spotter(self) -> StreamingSpotter:
+    def spotter(self) -> StreamingSpotter | WindowedSpotter:
+        """Staggered states; windows classified whole when each clip is normalised by its own mean."""
+        if self.model.frontend.cmn:
+            return WindowedSpotter(self.predict, len(self.labels), self.rate, self.clip_samples, self.stride,
+                                   self.context)
         return StreamingSpotter(self.model)
 
 

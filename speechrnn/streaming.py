@@ -36,10 +36,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from speechrnn.features import MFCC
+from speechrnn.features import MFCC, deltas
 from speechrnn.rnn import ElmanRNN
 
 CLIP_SECONDS = 1.0  # the length of the training clips, i.e. of the window one posterior covers
@@ -60,7 +59,7 @@ class _DeltaStream:
         buf = torch.cat([self.buf, x])  # (k, C)
         if final:
             buf = torch.cat([buf, buf[-1:].expand(2, -1)])  # the replicated right edge
-        out = AF.compute_deltas(buf.t()).t()[2:-2] if len(buf) > 4 else buf[:0]  # full 5-frame windows only
+        out = deltas(buf[None])[0, 2:-2] if len(buf) > 4 else buf[:0]  # full 5-frame windows only
         self.buf = buf[-4:] if not final else None
         return out  # (k - 4, C)
 
@@ -84,6 +83,9 @@ class FeatureStream:
     """
 
     def __init__(self, mfcc: MFCC):
+        if mfcc.cmn:
+            raise ValueError("this model subtracts each clip's own mean (features.cmn), which needs the whole "
+                             "clip before the first step: its frames cannot stream; use WindowedSpotter")
         self.mfcc = mfcc
         self.reset()
 
@@ -163,6 +165,20 @@ class EncoderStream:
         return hs[:, 0]
 
 
+def window_geometry(fe: MFCC, clip_seconds: float = CLIP_SECONDS) -> tuple[int, int, int, int]:
+    """How 1 s windows tile a stream: (clip samples, K RNN steps per clip, stride, context).
+
+    Windows start every ``stride = hop * stack`` samples; a window's frames reach
+    ``context = (K * stack - 1) * hop + win`` samples into it, so its posterior is ready then.
+    """
+    clip_samples = round(clip_seconds * fe.sample_rate)
+    window = fe.num_frames(clip_samples)  # K
+    if window < 1:
+        raise ValueError(f"clip_seconds={clip_seconds} is shorter than one RNN step "
+                         f"({fe.win_length + (fe.stack - 1) * fe.hop_length} samples)")
+    return clip_samples, window, fe.hop_length * fe.stack, (window * fe.stack - 1) * fe.hop_length + fe.win_length
+
+
 class StreamingSpotter:
     """Posteriors of every 1 s window of a stream, one per RNN step, from K staggered states.
 
@@ -185,13 +201,7 @@ class StreamingSpotter:
     def __init__(self, model: nn.Module, clip_seconds: float = CLIP_SECONDS):
         fe = model.frontend
         self.model, self.rate = model.eval(), fe.sample_rate
-        self.clip_samples = round(clip_seconds * fe.sample_rate)
-        self.window = fe.num_frames(self.clip_samples)  # K: RNN steps per clip
-        if self.window < 1:
-            raise ValueError(f"clip_seconds={clip_seconds} is shorter than one RNN step "
-                             f"({fe.win_length + (fe.stack - 1) * fe.hop_length} samples)")
-        self.stride = fe.hop_length * fe.stack  # samples between window starts
-        self.context = (self.window * fe.stack - 1) * fe.hop_length + fe.win_length  # samples a window's frames reach
+        self.clip_samples, self.window, self.stride, self.context = window_geometry(fe, clip_seconds)
         self.features = FeatureStream(fe)
         self.states = EncoderStream(model.encoder, batch=self.window)
         self.steps = 0  # RNN steps taken since the start of the stream

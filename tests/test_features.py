@@ -4,8 +4,9 @@ import librosa
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
-from speechrnn.features import MFCC
+from speechrnn.features import MFCC, deltas
 
 # torchaudio and librosa build the same mel filterbank (HTK scale, no norm) and dB scale;
 # in float32 they differ by rounding only. Measured: max |diff| about 7e-5 dB on
@@ -37,6 +38,22 @@ def test_deltas_add_coefficients_and_num_frames_predicts_length():
     mfcc = MFCC(n_mfcc=20, deltas=2, stack=3, hop_ms=20, win_ms=40)
     out = mfcc(torch.randn(1, 16000))
     assert out.shape == (1, mfcc.num_frames(16000), mfcc.dim) == (1, 16, 180)
+
+
+def test_deltas_are_torchaudios_compute_deltas():
+    x = torch.randn(3, 17, 5)  # (B, T, C)
+    expected = torchaudio.functional.compute_deltas(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(deltas(x), expected, atol=1e-6, rtol=0)
+
+
+def test_cmn_removes_a_fixed_channel_colouring():
+    wave = torch.randn(2, 16000) * 0.1
+    # a fixed linear filter (a microphone's colouring) is a constant added to every frame's log-mel
+    coloured = torchaudio.functional.lfilter(wave, torch.tensor([1.0, 0.0]), torch.tensor([1.0, -0.9]), clamp=False)
+    plain, cmn = MFCC(n_mfcc=13, normalize=False), MFCC(n_mfcc=13, normalize=False, cmn=True)
+    assert (plain(coloured) - plain(wave)).abs().mean() > 1.0
+    assert (cmn(coloured) - cmn(wave)).abs().mean() < 0.3 * (plain(coloured) - plain(wave)).abs().mean()
+    torch.testing.assert_close(cmn(wave).mean(1), torch.zeros(2, 13), atol=1e-4, rtol=0)
 
 
 def test_fit_normalization_whitens_the_training_features_and_is_saved():

@@ -24,10 +24,11 @@ LABELS = ["yes", "no", "up", "_silence_", "_unknown_"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def spotter_model(kind: str = "rnn", deltas: int = 0, stack: int = 3, seed: int = 0) -> KeywordSpotter:
+def spotter_model(kind: str = "rnn", deltas: int = 0, stack: int = 3, seed: int = 0,
+                  cmn: bool = False) -> KeywordSpotter:
     """An untrained two-layer model with non-trivial normalisation statistics."""
     torch.manual_seed(seed)
-    model = KeywordSpotter(LABELS, dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=stack),
+    model = KeywordSpotter(LABELS, dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=stack, cmn=cmn),
                            dict(kind=kind, hidden_size=16, num_layers=2))
     model.frontend.fit_normalization([0.1 * torch.randn(2, RATE)])
     return model.eval()
@@ -105,6 +106,20 @@ def test_windowed_spotter_gives_the_streaming_posteriors():
         results.append(list(map(torch.cat, zip(*[spotter.push(c) for c in chunks(wave, 2001)], spotter.flush()))))
     assert results[0][0].tolist() == results[1][0].tolist()
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=0)
+
+
+def test_a_per_clip_mean_model_streams_by_whole_windows_with_the_offline_posteriors():
+    model = spotter_model(cmn=True)
+    with pytest.raises(ValueError, match="features.cmn"):
+        StreamingSpotter(model)
+    spotter = TorchBackend(model).spotter()
+    assert isinstance(spotter, WindowedSpotter)
+    wave = 0.1 * torch.randn(25_000)
+    starts, probs = map(torch.cat, zip(*[spotter.push(c) for c in chunks(wave, 3001)], spotter.flush(pad=False)))
+    windows = torch.stack([torch.nn.functional.pad(wave[s: s + RATE], (0, max(0, s + RATE - len(wave))))
+                           for s in starts.tolist()])
+    with torch.no_grad():
+        torch.testing.assert_close(probs, model(windows).softmax(-1), atol=1e-5, rtol=0)
 
 
 def onehot(label: str) -> torch.Tensor:
