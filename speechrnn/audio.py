@@ -26,6 +26,13 @@ class AudioError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
+def as_float(samples: torch.Tensor) -> torch.Tensor:
+    """Samples as float32 in [-1, 1]: int16 PCM is divided by 32768 (as soundfile reads it), floats pass."""
+    if samples.dtype == torch.int16:
+        return samples.float() / 32768.0
+    return samples.float()
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Read a clip as a mono float32 waveform at ``sample_rate``.
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from speechrnn.audio import SAMPLE_RATE, AudioError, load_audio
+from speechrnn.audio import SAMPLE_RATE, AudioError, as_float, load_audio
 from speechrnn.augment import WaveAugment
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.dataset import SPLITS, DatasetError, label_items, scan, split_clips, task_labels
@@ -47,7 +47,7 @@ class ClipDataset(Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        wave = torch.from_numpy(self.clips.waves[i].astype(np.float32) / 32768.0)
+        wave = as_float(torch.from_numpy(np.array(self.clips.waves[i])))  # a copy of the read-only memory map
         return wave, int(self.clips.labels[i]), i
 
 

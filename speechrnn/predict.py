@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from speechrnn.audio import as_float
 from speechrnn.model import KeywordSpotter
 
 
@@ -15,8 +16,6 @@ def predict_proba(model: KeywordSpotter, waves: np.ndarray | torch.Tensor, batch
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(waves), batch_size):
-        chunk = torch.as_tensor(np.array(waves[start: start + batch_size]))  # a copy: memory maps are read-only
-        if chunk.dtype == torch.int16:
-            chunk = chunk.float() / 32768.0
+        chunk = as_float(torch.as_tensor(np.array(waves[start: start + batch_size])))  # a copy: memory maps are read-only
         out.append(model(chunk.to(device)).softmax(-1).cpu())  # (b, C)
     return torch.cat(out) if out else torch.zeros(0, len(model.labels))

@@ -38,6 +38,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from speechrnn.audio import as_float
 from speechrnn.features import MFCC, deltas
 from speechrnn.rnn import ElmanRNN
 
@@ -100,9 +101,7 @@ class FeatureStream:
     @torch.no_grad()
     def push(self, samples: Tensor) -> Tensor:
         """Samples ``(N,)`` (float in [-1, 1], or int16) -> the RNN steps completed ``(T, F)``."""
-        if samples.dtype == torch.int16:
-            samples = samples.float() / 32768.0
-        buf = torch.cat([self.tail, samples.to(self.tail)])  # (n,)
+        buf = torch.cat([self.tail, as_float(samples).to(self.tail)])  # (n,)
         win, hop = self.mfcc.win_length, self.mfcc.hop_length
         n = 1 + (len(buf) - win) // hop if len(buf) >= win else 0  # frames complete in buf
         c = self.mfcc.cepstra(buf[None, : (n - 1) * hop + win])[0] if n else self.pending[0][:0]  # (n, C)
@@ -264,9 +263,7 @@ class WindowedSpotter:
 
     def push(self, samples: Tensor) -> tuple[Tensor, Tensor]:
         """A chunk of samples ``(N,)`` -> ``(starts (P,), probs (P, C))`` of the windows it completes."""
-        if samples.dtype == torch.int16:
-            samples = samples.float() / 32768.0
-        self.buf = torch.cat([self.buf, samples.float()])
+        self.buf = torch.cat([self.buf, as_float(samples)])
         end = self.offset + len(self.buf)  # samples seen
         starts = list(range(self.next_start, end - self.context + 1, self.stride))
         windows = [self.buf[s - self.offset: s - self.offset + self.clip_samples] for s in starts]
