@@ -17,7 +17,7 @@ from speechrnn.audio import load_audio
 from speechrnn.checkpoint import load_model
 from speechrnn.detect import RecognizeCommands, detect_events, summarize
 from speechrnn.predict import predict_proba
-from speechrnn.streaming import StreamingSpotter
+from speechrnn.runtime import TorchBackend
 from speechrnn.train import train
 from speechrnn.transcribe import main
 
@@ -183,7 +183,7 @@ def test_long_recordings_are_scanned_whole_never_cropped(ckpt, clips, tmp_path, 
     assert code == 0 and "detections" not in short
     assert scanned["duration"] == 3.5 and over["duration"] == pytest.approx((RATE + 1) / RATE, abs=1e-3)
     model = load_model(ckpt)
-    events = list(detect_events(StreamingSpotter(model), load_audio(long).split(RATE),
+    events = list(detect_events(TorchBackend(model).spotter(), load_audio(long).split(RATE),
                                 RecognizeCommands(model.labels, threshold=0.0)))
     assert len(events) >= 2 and scanned["detections"] == events and scanned["label"] == summarize(events, 3)["label"]
     assert all(0 <= e["start"] < e["end"] <= 3.5 for e in events)
