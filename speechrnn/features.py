@@ -45,6 +45,9 @@ class MFCC(nn.Module):
             shortens the sequence the RNN must carry gradients through. (Default: ``1``)
         normalize (bool, optional): subtract the training mean and divide by the
             training std of each coefficient (see ``fit_normalization``). (Default: ``True``)
+        floor_db (float, optional): lowest mel energy in dB (ref 1, as librosa's ``amin``):
+            digital silence (zero padding) sits here, far below any recorded noise floor
+            when it is -100. (Default: ``-100``)
         cmn (bool, optional): also subtract each clip's own mean per coefficient (cepstral
             mean normalisation), which removes a fixed channel or microphone colouring.
             It needs the whole clip, so a model with it cannot stream. (Default: ``False``)
@@ -61,7 +64,7 @@ class MFCC(nn.Module):
     def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, win_ms: float = 30.0,
                  hop_ms: float = 10.0, n_mels: int = 40, f_min: float = 20.0,
                  f_max: float = 7600.0, deltas: int = 0, stack: int = 1, normalize: bool = True,
-                 cmn: bool = False):
+                 floor_db: float = -100.0, cmn: bool = False):
         super().__init__()
         if n_mfcc < 1 or n_mels < n_mfcc:
             raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
@@ -74,7 +77,7 @@ class MFCC(nn.Module):
         if stack < 1:
             raise ValueError(f"stack must be >= 1, got {stack}")
         self.sample_rate, self.n_mfcc, self.deltas, self.stack = sample_rate, n_mfcc, deltas, stack
-        self.normalize, self.cmn = normalize, cmn
+        self.normalize, self.cmn, self.floor_db = normalize, cmn, float(floor_db)
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
         self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
@@ -107,7 +110,7 @@ class MFCC(nn.Module):
         spec = torch.stft(wave, self.win_length, self.hop_length, self.win_length, self.window,
                           center=False, return_complex=True).abs().pow(2)  # (B, K, T0) power
         mel = spec.transpose(-1, -2) @ self.fbank  # (B, T0, M)
-        db = 10.0 * torch.log10(mel.clamp_min(1e-10))  # power to dB, ref 1, no top_db (as librosa's power_to_db)
+        db = 10.0 * torch.log10(mel.clamp_min(10.0 ** (self.floor_db / 10)))  # power to dB, ref 1, no top_db
         return db @ self.dct  # (B, T0, C)
 
     def forward(self, wave: Tensor, mask: Callable[[Tensor], Tensor] | None = None) -> Tensor:

@@ -37,7 +37,8 @@ def model_metadata(model: KeywordSpotter) -> dict[str, str]:
     clip_samples, _, stride, context = window_geometry(fe)
     features = dict(sample_rate=fe.sample_rate, n_mfcc=fe.n_mfcc, win_length=fe.win_length,
                     hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min,
-                    f_max=fe.f_max, deltas=fe.deltas, stack=fe.stack, normalize=fe.normalize, cmn=fe.cmn)
+                    f_max=fe.f_max, deltas=fe.deltas, stack=fe.stack, normalize=fe.normalize, floor_db=fe.floor_db,
+                    cmn=fe.cmn)
     meta = dict(labels=json.dumps(model.labels), sample_rate=fe.sample_rate, clip_samples=clip_samples,
                 stride=stride, context=context, features=json.dumps(features))
     return {META_PREFIX + k: str(v) for k, v in meta.items()}

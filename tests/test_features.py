@@ -46,6 +46,16 @@ def test_deltas_are_torchaudios_compute_deltas():
     torch.testing.assert_close(deltas(x), expected, atol=1e-6, rtol=0)
 
 
+def test_floor_db_is_where_digital_silence_lands_and_leaves_louder_sound_alone():
+    loud = 0.1 * torch.randn(1, 16000)
+    silence = torch.zeros(1, 16000)
+    deep, shallow = MFCC(n_mfcc=13, normalize=False), MFCC(n_mfcc=13, normalize=False, floor_db=-60)
+    # ortho DCT of a constant -F dB over 40 mel bands: c0 = -F * sqrt(40), the rest 0
+    torch.testing.assert_close(shallow(silence)[0, :, 0], torch.full((98,), -60 * 40 ** 0.5), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(deep(silence)[0, :, 0], torch.full((98,), -100 * 40 ** 0.5), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(shallow(loud), deep(loud))
+
+
 def test_cmn_removes_a_fixed_channel_colouring():
     wave = torch.randn(2, 16000) * 0.1
     # a fixed linear filter (a microphone's colouring) is a constant added to every frame's log-mel
