@@ -7,12 +7,17 @@ is one line naming the file and the problem, so callers can report and skip it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+
+from speechrnn.labels import BACKGROUND_NOISE_DIR
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
@@ -87,6 +92,17 @@ def _wav_bytes_missing(path: Path) -> int:
                 return 0 if declared in (0, 0xFFFFFFFF) else max(0, declared - (size - f.tell()))
             f.seek(declared + (declared & 1), 1)  # chunks are padded to an even length
     return 0
+
+
+def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
+    """The ``_background_noise_`` clips of a dataset (unreadable ones reported and skipped)."""
+    noise = []
+    for path in sorted((root / BACKGROUND_NOISE_DIR).glob("*.wav")):
+        try:
+            noise.append(load_audio(path, sample_rate))
+        except AudioError as err:
+            log.warning("skipping background noise %s", err)
+    return noise
 
 
 def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from speechrnn.audio import SAMPLE_RATE, AudioError, as_float, load_audio
+from speechrnn.audio import SAMPLE_RATE, as_float, load_noise
 from speechrnn.augment import WaveAugment
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.dataset import SPLITS, DatasetError, label_items, scan, split_clips, task_labels
-from speechrnn.labels import BACKGROUND_NOISE_DIR, SILENCE, UNKNOWN, WORDS_V2
+from speechrnn.labels import SILENCE, UNKNOWN, WORDS_V2
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,6 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         wave = as_float(torch.from_numpy(np.array(self.clips.waves[i])))  # a copy of the read-only memory map
         return wave, int(self.clips.labels[i]), i
-
-
-def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
-    """The ``_background_noise_`` clips of a dataset (unreadable ones reported and skipped)."""
-    noise = []
-    for path in sorted((root / BACKGROUND_NOISE_DIR).glob("*.wav")):
-        try:
-            noise.append(load_audio(path, sample_rate))
-        except AudioError as err:
-            log.warning("skipping background noise %s", err)
-    return noise
 
 
 def _mix(*ints: int) -> int:

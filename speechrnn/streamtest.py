@@ -34,11 +34,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speechrnn.audio import load_audio
+from speechrnn.audio import load_audio, load_noise
 from speechrnn.dataset import DatasetError, scan, split_clips
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
 from speechrnn.errors import friendly
-from speechrnn.labels import BACKGROUND_NOISE_DIR, SILENCE, UNKNOWN
+from speechrnn.labels import SILENCE, UNKNOWN
 from speechrnn.runtime import load_backend
 
 
@@ -60,8 +60,7 @@ def build_recording(root: str | Path, labels: list[str], seconds: float, rng: np
     if not keywords:
         raise DatasetError(f"{root}: its {split} split has no clips of the model's keywords {labels}")
     track = np.zeros(int(seconds * rate), np.float32)
-    noises = [load_audio(p, rate).numpy() for p in sorted((Path(root) / BACKGROUND_NOISE_DIR).glob("*.wav"))]
-    noises = [n for n in noises if len(n) > int(1.5 * rate)]
+    noises = [n.numpy() for n in load_noise(Path(root), rate) if len(n) > int(1.5 * rate)]
     for offset in range(0, len(track), rate) if noises else ():  # 1.5 s segments every 1 s
         noise = noises[rng.integers(len(noises))]
         start = rng.integers(len(noise) - int(1.5 * rate))

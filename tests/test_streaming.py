@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -173,6 +174,16 @@ def test_score_matches_detections_within_the_tolerance():
 def dominant_hz(x: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(x))
     return float(np.argmax(spectrum) * RATE / len(x))
+
+
+def test_recording_skips_an_unreadable_noise_file_and_uses_the_good_ones(tone_folder, tmp_path, caplog):
+    root = tmp_path / "data"
+    shutil.copytree(tone_folder, root)
+    (root / "_background_noise_" / "broken.wav").write_text("not audio")
+    wave, _ = build_recording(root, LABELS, 10, np.random.default_rng(0), split="testing",
+                              word_gap_ms=1000, unknown_percentage=0, background_volume=0.5)
+    assert "broken.wav" in caplog.text and "skipping background noise" in caplog.text
+    assert np.abs(wave[: RATE // 2]).max() > 0  # noise from the readable file before the first word
 
 
 def test_recording_puts_each_labelled_word_at_its_time(tone_folder):
