@@ -153,6 +153,9 @@ class ElmanRNN(nn.Module):
             y = W_hy h + b_y. (Default: ``None``)
         num_layers (int, optional): stacked layers, L. (Default: ``1``)
         w_hh_init, w_hh_gain, w_xh_init: as in :class:`ElmanCell`, for every layer.
+        dropout (float, optional): in training, dropout on the hidden states that layer l
+            passes up to layer l+1 (not on the last layer's, nor inside the recurrence),
+            as ``torch.nn.RNN``'s ``dropout``. (Default: ``0``)
 
     Shapes:
         ``forward(x (B, T, I), h0 (L, B, H) or None) -> (hs (B, T, H), h_n (L, B, H))``;
@@ -167,13 +170,15 @@ class ElmanRNN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
                  num_layers: int = 1, w_hh_init: str = "orthogonal", w_hh_gain: float = 1.0,
-                 w_xh_init: str = "xavier"):
+                 w_xh_init: str = "xavier", dropout: float = 0.0):
         super().__init__()
         _check_positive_int("num_layers", num_layers)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if output_size is not None:
             _check_positive_int("output_size", output_size)
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.output_size, self.num_layers = output_size, num_layers
+        self.output_size, self.num_layers, self.dropout = output_size, num_layers, dropout
         self.layers = nn.ModuleList(
             ElmanCell(input_size if l == 0 else hidden_size, hidden_size, w_hh_init, w_hh_gain, w_xh_init)
             for l in range(num_layers))
@@ -196,7 +201,9 @@ class ElmanRNN(nn.Module):
         h0 = self._initial_state(h0, x.shape[0], x)  # (L, B, H)
         hs = x.transpose(0, 1).contiguous()  # (T, B, I): one frame is one contiguous slab
         h_n = []
-        for cell, h in zip(self.layers, h0):
+        for l, (cell, h) in enumerate(zip(self.layers, h0)):
+            if l:  # between layers only: h_t itself stays exactly tanh(W_xh x_t + W_hh h_{t-1} + b_h)
+                hs = F.dropout(hs, self.dropout, self.training)
             hs = _ElmanScan.apply(hs, h, cell.W_xh, cell.W_hh, cell.b_h)  # (T, B, H)
             h_n.append(hs[-1])
         return hs.transpose(0, 1), torch.stack(h_n)  # (B, T, H), (L, B, H)

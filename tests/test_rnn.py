@@ -165,6 +165,27 @@ def test_spectral_radius_reads_each_layer():
     torch.testing.assert_close(rnn.spectral_radius(), torch.tensor([0.5, 3.0]))
 
 
+def test_dropout_acts_between_layers_in_training_only():
+    rnn = random_rnn(num_layers=2, dropout=0.5)
+    ref = copied_torch_rnn(rnn)
+    bottom, top = (nn.RNN(n, H, batch_first=True).to(torch.float64) for n in (I, H))
+    with torch.no_grad():
+        for l, layer in enumerate((bottom, top)):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(layer, f"{name}_l0").copy_(getattr(ref, f"{name}_l{l}"))
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    torch.manual_seed(1)
+    hs, h_n = rnn(x)
+    torch.manual_seed(1)
+    mask = torch.nn.functional.dropout(torch.ones(T, B, H, dtype=torch.float64), 0.5)  # the draw forward makes
+    below, _ = bottom(x)  # (B, T, H)
+    torch.testing.assert_close(h_n[0], below[:, -1], atol=1e-6, rtol=0)  # the recurrence itself is untouched
+    torch.testing.assert_close(hs, top(below * mask.transpose(0, 1))[0], atol=1e-6, rtol=0)
+    assert not torch.allclose(hs, ref(x)[0], atol=1e-3)
+    rnn.eval()
+    torch.testing.assert_close(rnn(x)[0], ref(x)[0], atol=1e-6, rtol=0)  # evaluation: no dropout
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(input_size=0), "input_size"),
     (dict(hidden_size=-4), "hidden_size"),
@@ -177,6 +198,8 @@ def test_spectral_radius_reads_each_layer():
     (dict(w_hh_gain=0.0), "w_hh_gain"),
     (dict(w_hh_gain=-1.0), "w_hh_gain"),
     (dict(w_hh_gain=float("nan")), "w_hh_gain"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(dropout=-0.1), "dropout"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     args = dict(input_size=I, hidden_size=H) | kwargs
