@@ -36,6 +36,9 @@ from speechrnn.errors import NonFiniteLossError
 from speechrnn.model import KeywordSpotter
 
 
+AUX_PROFILES = ("uniform", "linear")
+
+
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
@@ -53,6 +56,9 @@ class KeywordModule(L.LightningModule):
             or ``torch.optim.lr_scheduler.OneCycleLR``; ``None`` keeps the LR fixed. (Default: ``None``)
         specaugment (dict, optional): ``SpecAugment`` arguments; ``None`` disables it. (Default: ``None``)
         aux_loss_weight (float, optional): weight of the per-step auxiliary loss. (Default: ``0``)
+        aux_loss_profile (str, optional): how the auxiliary loss weighs the steps: ``"uniform"``
+            (every y_t alike) or ``"linear"`` (step t of T weighs 2t / (T + 1), mean 1): late steps,
+            which have heard most of the word, count most, early ones barely. (Default: ``"uniform"``)
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
         diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
             (``speechrnn.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
@@ -60,13 +66,17 @@ class KeywordModule(L.LightningModule):
 
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
                  scheduler: dict | None = None, specaugment: dict | None = None,
-                 aux_loss_weight: float = 0.0, label_smoothing: float = 0.0, diagnostics_every: int = 0):
+                 aux_loss_weight: float = 0.0, aux_loss_profile: str = "uniform", label_smoothing: float = 0.0,
+                 diagnostics_every: int = 0):
         super().__init__()
+        if aux_loss_profile not in AUX_PROFILES:
+            raise ValueError(f"aux_loss_profile must be one of {AUX_PROFILES}, got {aux_loss_profile!r}")
         labels, features, encoder = list(labels), _plain(features), _plain(encoder)
         optimizer, scheduler, specaugment = _plain(optimizer), _plain(scheduler), _plain(specaugment)
         self.save_hyperparameters(dict(labels=labels, features=features, encoder=encoder, optimizer=optimizer,
                                        scheduler=scheduler, specaugment=specaugment,
-                                       aux_loss_weight=aux_loss_weight, label_smoothing=label_smoothing,
+                                       aux_loss_weight=aux_loss_weight, aux_loss_profile=aux_loss_profile,
+                                       label_smoothing=label_smoothing,
                                        diagnostics_every=diagnostics_every))
         self.model = KeywordSpotter(labels, features, encoder)
         self.specaugment = SpecAugment(**specaugment) if specaugment else None
@@ -81,15 +91,22 @@ class KeywordModule(L.LightningModule):
         logits, hs = self.model.forward_features(x)  # (B, C), (B, T, H)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         if stage == "train" and self.hparams.aux_loss_weight > 0:
-            per_step = self.model.encoder.readout(hs)  # (B, T, C)
-            aux = F.cross_entropy(per_step.flatten(0, 1), y.repeat_interleave(hs.shape[1]))
-            loss = loss + self.hparams.aux_loss_weight * aux
+            loss = loss + self.hparams.aux_loss_weight * self._aux_loss(hs, y)
         if not torch.isfinite(loss):
             self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
         acc = (logits.argmax(-1) == y).float().mean()
         self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=stage != "test",
                       on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=stage != "train")
         return loss
+
+    def _aux_loss(self, hs: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy of every step's y_t = W_hy h_t + b_y, averaged over steps by ``aux_loss_profile``."""
+        B, T, _ = hs.shape
+        logits, target = self.model.encoder.readout(hs).flatten(0, 1), y.repeat_interleave(T)  # (B*T, C), (B*T,)
+        if self.hparams.aux_loss_profile == "uniform":
+            return F.cross_entropy(logits, target)
+        w = torch.arange(1, T + 1, dtype=hs.dtype, device=hs.device) * (2 / (T + 1))  # (T,) step weights, mean 1
+        return (F.cross_entropy(logits, target, reduction="none").view(B, T) * w).mean()
 
     def _raise_non_finite(self, what: str, index: Tensor, stage: str) -> None:
         split = STAGE_SPLITS[stage]
