@@ -38,6 +38,23 @@ def as_float(samples: torch.Tensor) -> torch.Tensor:
     return samples.float()
 
 
+def to_pcm16(wave: torch.Tensor) -> torch.Tensor:
+    """Float samples in [-1, 1] -> int16 PCM, as the decoded-audio cache stores every training clip.
+
+    Clamped, times 32767 and rounded (``as_float`` reads it back as / 32768). Inference reads
+    clips through the same rounding (``load_pcm16``), because it is not harmless: int16 rounding
+    leaves a noise floor near -100 dB, where the log-mel floor sits, and a clip resampled in
+    float keeps bands far below it (an 8 kHz clip's empty 4-8 kHz), so the same clip gave other
+    features: one FSDD model scored 84.3 % on float reads of its test clips, 89.0 % through the cache.
+    """
+    return (wave.clamp(-1, 1) * 32767).round().to(torch.int16)
+
+
+def load_pcm16(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """``load_audio`` rounded to int16 PCM by ``to_pcm16``: a clip exactly as training saw it, ``(num_samples,)``."""
+    return to_pcm16(load_audio(path, sample_rate))
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Read a clip as a mono float32 waveform at ``sample_rate``.
 

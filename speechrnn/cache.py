@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from speechrnn.atomic import atomic_save, atomic_write_json
-from speechrnn.audio import AudioError, fix_length, load_audio
+from speechrnn.audio import AudioError, fix_length, load_audio, to_pcm16
 from speechrnn.dataset import Item
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def decode_split(items: list[Item], labels: list[str], cache_dir: str | Path, *,
                 log.warning("skipping %s", err)
                 meta["skipped"].append(str(err))
                 continue
-            waves.append((wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy())
+            waves.append(to_pcm16(wave).numpy())
             meta["labels"].append(labels.index(item.label))
             meta["paths"].append(str(item.path) if item.path else "")
         array = np.stack(waves) if waves else np.zeros((0, clip_samples), np.int16)

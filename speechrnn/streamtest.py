@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speechrnn.audio import load_audio, load_noise
+from speechrnn.audio import as_float, load_audio, load_noise, load_pcm16
 from speechrnn.dataset import DatasetError, scan, split_clips
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
 from speechrnn.errors import friendly
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(args.model).parent / f"streamtest_{args.split}_seed{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     if args.wav:
-        wave, truth, source = load_audio(args.wav, backend.rate).numpy(), read_labels(Path(args.labels)), args.wav
+        wave, truth, source = as_float(load_pcm16(args.wav, backend.rate)).numpy(), read_labels(Path(args.labels)), args.wav
     else:
         rng = np.random.default_rng(args.seed)
         wave, truth = build_recording(args.data, backend.labels, args.minutes * 60, rng, args.split,
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / "labels.csv", "w", newline="") as f:
             csv.writer(f).writerows([("label", "time"), *truth])
         source = str(out / "stream.wav")
-        wave = load_audio(source, backend.rate).numpy()  # as written, 16-bit: --wav on it gives the same figures
+        wave = as_float(load_pcm16(source, backend.rate)).numpy()  # as written, 16-bit: --wav on it gives the same figures
     smoothing = smoothing_from_args(args)
     start = time.perf_counter()
     events = detect_recording(backend, wave, smoothing)

@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from speechrnn.audio import AudioError, find_audio, fix_length, load_audio
+from speechrnn.audio import AudioError, as_float, find_audio, fix_length, load_pcm16
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
@@ -65,7 +65,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 def _read(path: Path, rate: int) -> torch.Tensor | AudioError:
     try:
-        return load_audio(path, rate)
+        return as_float(load_pcm16(path, rate))  # the int16 rounding training clips went through
     except AudioError as err:
         return err
 
@@ -111,11 +111,11 @@ def classify(probs: torch.Tensor, labels: list[str], top_k: int, threshold: floa
 def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
     """Chunks ``(<= chunk,)`` of raw int16 PCM on stdin as it arrives, or of a decoded file.
 
-    A file is decoded whole by ``load_audio`` (resampling needs the whole signal, and so
+    A file is decoded whole by ``load_pcm16`` (resampling needs the whole signal, and so
     the checks are those of every other input); only the detector sees it in chunks.
     """
     if source != STDIN:
-        yield from load_audio(source, rate).split(chunk)
+        yield from load_pcm16(source, rate).split(chunk)
         return
     pending = b""
     while data := sys.stdin.buffer.read(2 * chunk):

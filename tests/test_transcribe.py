@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from speechrnn.audio import load_audio
+from speechrnn.cache import decode_split
+from speechrnn.dataset import Item
 from speechrnn.checkpoint import load_model
 from speechrnn.detect import RecognizeCommands, detect_events, summarize
 from speechrnn.predict import predict_proba
@@ -71,9 +74,11 @@ def json_lines(out: str) -> list[dict]:
 
 
 def expected(ckpt, paths) -> torch.Tensor:
-    """Probabilities the model gives the clips, computed here without the CLI."""
-    waves = torch.stack([torch.nn.functional.pad(load_audio(p), (0, RATE - len(load_audio(p)))) for p in paths])
-    return predict_proba(load_model(ckpt), waves)
+    """Probabilities the model gives the clips as training and evaluation read them: through the decoded cache."""
+    model = load_model(ckpt)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        clips = decode_split([Item(model.labels[0], Path(p)) for p in paths], model.labels, cache_dir)
+        return predict_proba(model, clips.waves)
 
 
 def test_json_gives_one_object_per_clip_with_topk(ckpt, clips, capsys):
@@ -130,6 +135,17 @@ def test_any_rate_and_channel_count_is_resampled_and_downmixed(ckpt, tmp_path, c
     wave = load_audio(path)
     assert code == 0 and len(wave) == round(0.8 * RATE)
     assert json_lines(out)[0]["score"] == pytest.approx(float(expected(ckpt, [path]).max()), abs=1e-4)
+
+
+def test_a_resampled_clip_gets_the_scores_evaluation_gives_it(ckpt, tmp_path, capsys):
+    """An 8 kHz clip resampled in float has an empty 4-8 kHz band far below int16 rounding: transcription
+    must round it as the training cache does, or its features (and scores) differ from evaluation's."""
+    path = write_wav(tmp_path / "quiet8k.wav", 0.05 * tone(440, seconds=0.6, rate=8000), rate=8000)
+    labels = load_model(ckpt).labels
+    code, out, _ = run_main(capsys, ckpt, path, "--format", "json", "--top-k", len(labels))
+    scores = {t["label"]: t["score"] for t in json_lines(out)[0]["topk"]}
+    assert code == 0
+    assert [scores[label] for label in labels] == pytest.approx(expected(ckpt, [path])[0].tolist(), abs=1e-4)
 
 
 def test_bad_inputs_get_one_line_each_and_the_rest_is_reported(ckpt, clips, tmp_path, capsys):
