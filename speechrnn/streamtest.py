@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(args.model).parent / f"streamtest_{args.split}_seed{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     if args.wav:
-        wave, truth, source = as_float(load_pcm16(args.wav, backend.rate)).numpy(), read_labels(Path(args.labels)), args.wav
+        truth, source = read_labels(Path(args.labels)), args.wav
     else:
         rng = np.random.default_rng(args.seed)
         wave, truth = build_recording(args.data, backend.labels, args.minutes * 60, rng, args.split,
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         sf.write(out / "stream.wav", wave, backend.rate, subtype="PCM_16")
         with open(out / "labels.csv", "w", newline="") as f:
             csv.writer(f).writerows([("label", "time"), *truth])
-        source = str(out / "stream.wav")
-        wave = as_float(load_pcm16(source, backend.rate)).numpy()  # as written, 16-bit: --wav on it gives the same figures
+        source = str(out / "stream.wav")  # read back as written, 16-bit: --wav on it gives the same figures
+    wave = as_float(load_pcm16(source, backend.rate)).numpy()  # the int16 rounding training clips went through
     smoothing = smoothing_from_args(args)
     start = time.perf_counter()
     events = detect_recording(backend, wave, smoothing)
