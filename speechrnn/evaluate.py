@@ -26,19 +26,20 @@ from speechrnn.dataset import DatasetError, label_items, scan
 from speechrnn.errors import check_config_types, friendly
 from speechrnn.model import KeywordSpotter
 from speechrnn.predict import predict_proba
-from speechrnn.report import classification_report, format_report, write_report
+from speechrnn.report import classification_report, format_report, write_predictions, write_report
 
 
 def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], out_dir: str | Path,
                    batch_size: int = 256, extra: dict | None = None) -> dict:
-    """Classify decoded clips labelled with ``labels``, write the report files, return the report."""
+    """Classify decoded clips labelled with ``labels``, write the report files and ``predictions.csv``, return the report."""
     if list(labels) != model.labels:
         raise DatasetError(f"the dataset's labels {labels} differ from the checkpoint's {model.labels}; "
                            "evaluate with the task the model was trained on")
-    pred = predict_proba(model, clips.waves, batch_size).argmax(-1).numpy()
-    report = classification_report(clips.labels, pred, model.labels)
+    probs = predict_proba(model, clips.waves, batch_size)  # (N, C)
+    report = classification_report(clips.labels, probs.argmax(-1).numpy(), model.labels)
     extra = dict(extra or {}, skipped=clips.skipped)
     write_report(report, out_dir, extra=extra)
+    write_predictions(Path(out_dir) / "predictions.csv", clips.paths, clips.labels, probs, model.labels)
     return report
 
 

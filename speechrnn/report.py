@@ -2,8 +2,9 @@
 
 Computed with numpy alone (no sklearn) so evaluation has no extra dependency.
 ``write_report`` puts ``report.json``, ``confusion_matrix.csv`` and
-``confusion_matrix.png`` in one folder through ``atomic`` so a crash mid-evaluation
-never leaves a truncated result beside a finished-looking one.
+``confusion_matrix.png`` in one folder, and ``write_predictions`` a clip-by-clip
+``predictions.csv`` beside them, through ``atomic`` so a crash mid-evaluation never
+leaves a truncated result beside a finished-looking one.
 """
 
 from __future__ import annotations
@@ -152,3 +153,28 @@ def format_report(report: dict) -> str:
     for name, value in (("accuracy", report["accuracy"]), ("macro avg", report["macro_f1"])):
         lines.append(f"{name:<{width}}  {'':>9}  {'':>6}  {value:>6.3f}  {report['num_samples']:>7d}")
     return "\n".join(lines)
+
+
+def write_predictions(path: str | Path, paths: list[str], y_true: Any, probs: Any, labels: list[str]) -> Path:
+    """Write one CSV row per clip: ``path, label, predicted, score`` (the predicted class's probability).
+
+    Args:
+        path (str | Path): the CSV file, written atomically.
+        paths (list[str]): each clip's file; ``""`` (a silence cut from background noise) is
+            written as ``<silence cut>``.
+        y_true (sequence | ndarray | Tensor): true class indices, shape ``(N,)``.
+        probs (ndarray | Tensor): class probabilities, shape ``(N, C)``.
+        labels (list[str]): class names; index ``i`` names class ``i``.
+    """
+    y_true = _as_indices(y_true, "y_true", len(labels))
+    probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs)  # (N, C)
+    if probs.shape != (len(y_true), len(labels)) or len(paths) != len(y_true):
+        raise ValueError(f"need {len(y_true)} paths and probabilities of shape ({len(y_true)}, {len(labels)}), "
+                         f"got {len(paths)} paths and {probs.shape}")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "predicted", "score"])
+    for clip, true, p in zip(paths, y_true, probs):
+        writer.writerow([clip or "<silence cut>", labels[true], labels[int(p.argmax())], f"{p.max():.4f}"])
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)

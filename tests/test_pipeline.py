@@ -1,5 +1,6 @@
 """End to end on a tiny folder: train writes its records; evaluate and transcribe use them."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     report = json.loads((out / "test" / "report.json").read_text())
     assert saved["test/acc"] == report["accuracy"] == metrics["test/acc"]
     assert (out / "test" / "confusion_matrix.png").stat().st_size > 1000
+    predictions = list(csv.DictReader((out / "test" / "predictions.csv").open()))
+    assert len(predictions) == report["num_samples"]
+    assert sum(p["label"] == p["predicted"] for p in predictions) / len(predictions) == pytest.approx(report["accuracy"])
+    files = [p["path"] for p in predictions if p["path"] != "<silence cut>"]
+    assert files and all(Path(f).is_file() for f in files)
+    assert len(files) < len(predictions)  # kws12's _silence_ clips are cut from background noise, not files
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.report import classification_report, format_report, write_report
+from speechrnn.report import classification_report, format_report, write_predictions, write_report
 
 LABELS = ["yes", "no", "up"]
 # true:  yes yes yes no no up
@@ -144,3 +144,17 @@ def test_format_report_lists_every_class_and_the_totals(report):
     assert lines[3].split() == ["up", "0.000", "0.000", "0.000", "1"]
     assert "accuracy" in text and lines[-2].split() == ["accuracy", "0.500", "6"]
     assert lines[-1].split() == ["macro", "avg", f"{(2 / 3 + 0.4) / 3:.3f}", "6"]
+
+
+def test_predictions_csv_has_a_row_per_clip_with_its_label_prediction_and_score(tmp_path):
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]])
+    write_predictions(tmp_path / "predictions.csv", ["yes/a.wav", "", "no/b.wav"], [0, 2, 0], probs,
+                      ["yes", "no", "_silence_"])
+    rows = list(csv.reader((tmp_path / "predictions.csv").open()))
+    assert rows == [["path", "label", "predicted", "score"], ["yes/a.wav", "yes", "yes", "0.7000"],
+                    ["<silence cut>", "_silence_", "_silence_", "0.6000"], ["no/b.wav", "yes", "no", "0.5000"]]
+
+
+def test_predictions_of_the_wrong_shape_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="need 2 paths and probabilities of shape"):
+        write_predictions(tmp_path / "p.csv", ["a", "b"], [0, 1], torch.ones(2, 3), ["yes", "no"])
