@@ -30,7 +30,7 @@ from torch import Tensor
 
 from speechrnn.atomic import atomic_save
 from speechrnn.augment import SpecAugment
-from speechrnn.dataset import STAGE_SPLITS
+from speechrnn.dataset import SILENCE_CUT, STAGE_SPLITS
 from speechrnn.diagnostics import hidden_grad_norms
 from speechrnn.errors import NonFiniteLossError
 from speechrnn.model import KeywordSpotter
@@ -114,7 +114,7 @@ class KeywordModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "files"):
             paths = datamodule.files(split)
-            files = [paths[i] or "<silence cut>" for i in index.tolist()[:5]]
+            files = [paths[i] or SILENCE_CUT for i in index.tolist()[:5]]
         raise NonFiniteLossError(
             f"step {self.global_step}: {what}; batch files {files}{' ...' if len(index) > 5 else ''}; "
             "try a lower model.optimizer.lr, gradient clipping (trainer.gradient_clip_val), or check those clips")

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text
+from speechrnn.dataset import SILENCE_CUT
 
 
 def _as_indices(y: Any, name: str, num_classes: int) -> np.ndarray:
@@ -161,7 +162,7 @@ def write_predictions(path: str | Path, paths: list[str], y_true: Any, probs: An
     Args:
         path (str | Path): the CSV file, written atomically.
         paths (list[str]): each clip's file; ``""`` (a silence cut from background noise) is
-            written as ``<silence cut>``.
+            written as ``SILENCE_CUT`` (``<silence cut>``).
         y_true (sequence | ndarray | Tensor): true class indices, shape ``(N,)``.
         probs (ndarray | Tensor): class probabilities, shape ``(N, C)``.
         labels (list[str]): class names; index ``i`` names class ``i``.
@@ -175,6 +176,6 @@ def write_predictions(path: str | Path, paths: list[str], y_true: Any, probs: An
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "predicted", "score"])
     for clip, true, p in zip(paths, y_true, probs):
-        writer.writerow([clip or "<silence cut>", labels[true], labels[int(p.argmax())], f"{p.max():.4f}"])
+        writer.writerow([clip or SILENCE_CUT, labels[true], labels[int(p.argmax())], f"{p.max():.4f}"])
     atomic_write_text(path, buf.getvalue())
     return Path(path)
