@@ -3,8 +3,9 @@
 Evaluates a checkpoint either on any folder in the Speech Commands layout (every
 clip is used, e.g. the canonical test set with its ``_unknown_`` and ``_silence_``
 folders) or on a split of a configured dataset. Writes ``report.json`` (accuracy,
-per-class precision/recall/F1, confusion matrix), ``confusion_matrix.csv`` and
-``confusion_matrix.png`` into the run directory. Unreadable clips are reported one
+per-class precision/recall/F1, confusion matrix, the accuracy each step's output
+would have), ``confusion_matrix.csv``, ``confusion_matrix.png`` and ``predictions.csv``
+into the run directory. Unreadable clips are reported one
 line each and left out; the exit status is then 1. The same checkpoint on the same
 data always gives the same numbers (no augmentation, no randomness).
 """
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -25,22 +27,28 @@ from speechrnn.datamodule import check_label_folders
 from speechrnn.dataset import DatasetError, label_items, scan
 from speechrnn.errors import check_config_types, friendly
 from speechrnn.model import KeywordSpotter
-from speechrnn.predict import predict_proba
+from speechrnn.predict import predict_proba, step_predictions
 from speechrnn.report import classification_report, format_report, write_predictions, write_report
 
 
 def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], out_dir: str | Path,
                    batch_size: int = 256, extra: dict | None = None) -> dict:
-    """Classify decoded clips labelled with ``labels``, write the report files and ``predictions.csv``, return the report."""
+    """Classify decoded clips labelled with ``labels``, write the report files and ``predictions.csv``, return ``report.json``'s fields.
+
+    ``report.json`` also holds ``step_accuracy``: the accuracy of each step's y_t, as if the
+    clip were classified at step t (the model reads the last step).
+    """
     if list(labels) != model.labels:
         raise DatasetError(f"the dataset's labels {labels} differ from the checkpoint's {model.labels}; "
                            "evaluate with the task the model was trained on")
     probs = predict_proba(model, clips.waves, batch_size)  # (N, C)
     report = classification_report(clips.labels, probs.argmax(-1).numpy(), model.labels)
-    extra = dict(extra or {}, skipped=clips.skipped)
+    steps = step_predictions(model, clips.waves, batch_size)  # (N, T)
+    step_accuracy = (steps == torch.as_tensor(clips.labels)[:, None]).double().mean(0)  # (T,)
+    extra = dict(extra or {}, skipped=clips.skipped, step_accuracy=step_accuracy.tolist())
     write_report(report, out_dir, extra=extra)
     write_predictions(Path(out_dir) / "predictions.csv", clips.paths, clips.labels, probs, model.labels)
-    return report
+    return {**report, **extra}
 
 
 def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path) -> ClipArray:
@@ -69,9 +77,11 @@ def evaluate(cfg: DictConfig) -> dict:
     print(format_report(report))
     for reason in clips.skipped:
         print(f"skipped: {reason}", file=sys.stderr)
+    print("accuracy at each step t, as if y_t were read (the model reads the last): "
+          + " ".join(f"{100 * a:.1f}" for a in report["step_accuracy"]))
     print(f"accuracy on {source}: {report['accuracy']:.4f} ({report['num_samples']} clips)")
     print(f"report: {out / 'report.json'}  confusion matrix: {out / 'confusion_matrix.png'}")
-    return dict(report, skipped=clips.skipped)
+    return report
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

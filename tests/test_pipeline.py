@@ -66,6 +66,15 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
 
 
+def test_report_gives_the_accuracy_of_every_steps_output_and_the_last_is_the_prediction(trained):
+    out, _, _ = trained
+    report = json.loads((out / "test" / "report.json").read_text())
+    steps = load_model(out / "checkpoints" / "best.ckpt").frontend.num_frames(16000)
+    assert len(report["step_accuracy"]) == steps == 12
+    assert report["step_accuracy"][-1] == pytest.approx(report["accuracy"])  # the model reads h_T
+    assert all(0 <= a <= 1 for a in report["step_accuracy"])
+
+
 def test_checkpoint_is_self_contained(trained):
     out, _, _ = trained
     model = load_model(out / "checkpoints" / "best.ckpt")
@@ -87,6 +96,8 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     assert reports[0]["accuracy"] == reports[1]["accuracy"]
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
     assert set(reports[0]["per_class"]["yes"]) >= {"precision", "recall", "f1"}
+    printed = next(line for line in res.stdout.splitlines() if line.startswith("accuracy at each step"))
+    assert printed.split(": ")[1].split() == [f"{100 * a:.1f}" for a in reports[1]["step_accuracy"]]
 
 
 def test_evaluate_reports_a_corrupt_clip_and_exits_nonzero(trained, tmp_path):
