@@ -21,27 +21,39 @@ class WaveAugment(nn.Module):
         noise_prob (float, optional): probability a clip gets background noise. (Default: ``0.8``)
         noise_volume (float, optional): noise gain drawn uniformly in [0, noise_volume]. (Default: ``0.1``)
         sample_rate (int, optional): rate of the clips. (Default: ``16000``)
+        place (bool, optional): a clip that ends in more than ``shift_ms`` of digital silence
+            (the zero padding of a clip shorter than the window) is shifted by a draw from
+            [-shift_ms, its padding] instead: the word then ends anywhere in the window, as in a
+            stream, not always near its start. Clips without such padding draw as without it,
+            from the same random numbers. (Default: ``False``)
 
     Shapes:
         ``(B, N)`` clips and ``(K, M)`` noise (``M >= N``) -> ``(B, N)``.
     """
 
     def __init__(self, shift_ms: float = 100.0, noise_prob: float = 0.8, noise_volume: float = 0.1,
-                 sample_rate: int = 16000):
+                 sample_rate: int = 16000, place: bool = False):
         super().__init__()
         if shift_ms < 0 or not 0 <= noise_prob <= 1 or noise_volume < 0:
             raise ValueError(f"need shift_ms >= 0, 0 <= noise_prob <= 1, noise_volume >= 0; got "
                              f"{shift_ms}, {noise_prob}, {noise_volume}")
         self.shift = int(sample_rate * shift_ms / 1000)
-        self.noise_prob, self.noise_volume = noise_prob, noise_volume
+        self.noise_prob, self.noise_volume, self.place = noise_prob, noise_volume, place
 
     def forward(self, wave: Tensor, noise: Tensor | None = None) -> Tensor:
         B, N = wave.shape
         # per-clip slices of padded copies: ~10x cheaper than gathering with (B, N) index tensors
-        if self.shift:
-            shift = torch.randint(-self.shift, self.shift + 1, (B,)).tolist()
-            padded = F.pad(wave, (self.shift, self.shift))  # (B, N + 2 * shift), zeros outside the clip
-            wave = torch.stack([padded[b, self.shift - s: self.shift - s + N] for b, s in enumerate(shift)])
+        if self.shift or self.place:
+            shift = torch.randint(-self.shift, self.shift + 1, (B,))  # (B,)
+            if self.place:
+                padding = (wave != 0).flip(-1).int().argmax(-1).cpu()  # (B,) trailing zeros (0 for a silent clip)
+                far = padding > self.shift
+                if far.any():  # drawn only then, so clips without padding keep the random stream of place=False
+                    span = padding[far] + self.shift + 1
+                    shift[far] = (torch.rand(len(span)) * span).long() - self.shift
+            shift, reach = shift.tolist(), int(shift.abs().max())
+            padded = F.pad(wave, (reach, reach))  # (B, N + 2 * reach), zeros outside the clip
+            wave = torch.stack([padded[b, reach - s: reach - s + N] for b, s in enumerate(shift)])
         if noise is not None and len(noise) and self.noise_prob > 0:
             k = torch.randint(len(noise), (B,)).tolist()
             start = (torch.rand(B) * (noise.shape[1] - N)).long().tolist()

@@ -29,6 +29,29 @@ def _keep(shift: int, n: int) -> torch.Tensor:
     return keep
 
 
+def test_place_moves_a_padded_word_anywhere_in_its_padding_and_never_cuts_its_end():
+    torch.manual_seed(0)
+    wave = torch.zeros(400, 1600)
+    wave[:, :200] = torch.arange(1, 201, dtype=torch.float32) / 200  # a 200-sample word, then 1400 zeros
+    out = WaveAugment(shift_ms=10, noise_prob=0.0, sample_rate=16000, place=True)(wave)  # shift_ms: 160 samples
+    ends = torch.tensor([int(row.nonzero()[-1]) for row in out])
+    starts = torch.tensor([int(row.nonzero()[0]) for row in out])
+    assert ends.max() > 1500  # the word can end at the window's end
+    assert (ends >= 199 - 160).all() and ends.float().mean() > 600  # spread over the padding, not within +-160
+    whole = starts > 0  # moved later: nothing was cut
+    assert torch.allclose(out[whole].sum(1), wave[0].sum().expand(int(whole.sum())))
+
+
+def test_place_leaves_clips_without_padding_as_the_plain_shift_draws_them():
+    wave = torch.rand(16, 1600) + 0.1  # no zero samples
+    plain, placed = WaveAugment(shift_ms=10, noise_prob=0.0), WaveAugment(shift_ms=10, noise_prob=0.0, place=True)
+    torch.manual_seed(3)
+    a = plain(wave)
+    torch.manual_seed(3)
+    b = placed(wave)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # same random numbers, same shifts
+
+
 def test_noise_is_mixed_at_most_at_the_set_volume_and_only_with_its_probability():
     torch.manual_seed(0)
     wave, noise = torch.zeros(200, 800), torch.ones(3, 4000)
