@@ -122,12 +122,22 @@ def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]
     return noise
 
 
-def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Zero-pad at the end or crop to exactly ``num_samples`` (last dimension)."""
+ALIGNMENTS = ("start", "centre", "end")
+
+
+def fix_length(wave: torch.Tensor, num_samples: int, align: str = "start") -> torch.Tensor:
+    """Crop to the first ``num_samples`` or zero-pad to exactly ``num_samples`` (last dimension).
+
+    ``align`` says where a shorter clip sits: ``"start"`` (padding after it, as Speech Commands
+    and training lay clips out), ``"centre"`` or ``"end"`` (padding before it).
+    """
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align must be one of {ALIGNMENTS}, got {align!r}")
     n = wave.shape[-1]
     if n >= num_samples:
         return wave[..., :num_samples]
-    return torch.nn.functional.pad(wave, (0, num_samples - n))
+    before = {"start": 0, "centre": (num_samples - n) // 2, "end": num_samples - n}[align]
+    return torch.nn.functional.pad(wave, (before, num_samples - n - before))
 
 
 def find_audio(path: str | Path) -> list[Path]:

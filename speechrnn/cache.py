@@ -39,8 +39,9 @@ class ClipArray:
         return len(self.labels)
 
 
-def _key(items: list[Item], labels: list[str], sample_rate: int, clip_samples: int) -> str:
-    h = hashlib.sha1(f"{labels}|{sample_rate}|{clip_samples}".encode())
+def _key(items: list[Item], labels: list[str], sample_rate: int, clip_samples: int, align: str) -> str:
+    aligned = "" if align == "start" else f"|{align}"  # "start" keeps the keys of caches made before align existed
+    h = hashlib.sha1(f"{labels}|{sample_rate}|{clip_samples}{aligned}".encode())
     for it in items:
         stat = it.path.stat() if it.path is not None else None
         h.update(f"{it}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}\n".encode())
@@ -61,16 +62,17 @@ def _save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def decode_split(items: list[Item], labels: list[str], cache_dir: str | Path, *, noise: list[torch.Tensor] = (),
-                 sample_rate: int = 16000, clip_samples: int = 16000, name: str = "split") -> ClipArray:
-    """Decode ``items`` (padded or cropped to ``clip_samples``) once and return the memory-mapped result."""
+                 sample_rate: int = 16000, clip_samples: int = 16000, align: str = "start",
+                 name: str = "split") -> ClipArray:
+    """Decode ``items`` (cropped, or padded to ``clip_samples`` as ``align`` says) once; return the memory-mapped result."""
     cache_dir = Path(cache_dir)
-    key = _key(items, labels, sample_rate, clip_samples)
+    key = _key(items, labels, sample_rate, clip_samples, align)
     npy, index = cache_dir / f"{name}-{key}.npy", cache_dir / f"{name}-{key}.json"
     if not (npy.is_file() and index.is_file()):
         waves, meta = [], {"labels": [], "paths": [], "skipped": []}
         for item in tqdm(items, desc=f"decoding {name}", unit="clip", leave=False):
             try:
-                wave = fix_length(_decode(item, noise, sample_rate, clip_samples), clip_samples)
+                wave = fix_length(_decode(item, noise, sample_rate, clip_samples), clip_samples, align)
             except AudioError as err:
                 log.warning("skipping %s", err)
                 meta["skipped"].append(str(err))

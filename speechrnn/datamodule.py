@@ -133,6 +133,9 @@ class SpeechCommandsData(L.LightningDataModule):
             ``root`` with these ``speechrnn.synth.generate_corpus`` arguments. (Default: ``None``)
         download (bool, optional): fetch the official archive when ``root`` is missing. (Default: ``False``)
         seed (int, optional): seed of the unknown/silence draw and of the training order per epoch. (Default: ``59185``, the reference's)
+        align (str, optional): where a clip shorter than the window sits: ``"start"`` (zero padding
+            after it, the Speech Commands layout), ``"centre"`` or ``"end"``; ``evaluate`` sets it
+            to test whether a model finds words wherever they are. (Default: ``"start"``)
     """
 
     def __init__(self, root: str, task: str = "kws12", words: list[str] | None = None, version: str = "v0.02",
@@ -141,7 +144,7 @@ class SpeechCommandsData(L.LightningDataModule):
                  testing_speakers: list[str] | None = None, validation_speakers: list[str] | None = None,
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str = "data/cache",
                  augment: dict | None = None, synth: dict | None = None, download: bool = False,
-                 seed: int = 59185):
+                 seed: int = 59185, align: str = "start"):
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need data.batch_size >= 1 and data.num_workers >= 0, got {batch_size} and {num_workers}")
@@ -153,7 +156,7 @@ class SpeechCommandsData(L.LightningDataModule):
                                testing_speakers=list(testing_speakers or []),
                                validation_speakers=list(validation_speakers or []))
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir, self.align = Path(cache_dir), align
         self.augment = WaveAugment(**augment) if augment else None
         self.synth, self.download = synth, download
         self.splits: dict[str, ClipArray] = {}
@@ -182,7 +185,8 @@ class SpeechCommandsData(L.LightningDataModule):
                                 seed=self.seed + SPLITS.index(split), **self.percent)
             if not items:
                 raise DatasetError(f"{self.root}: the {split} split has no clips for labels {self.labels}")
-            self.splits[split] = decode_split(items, self.labels, self.cache_dir, noise=noise, name=split)
+            self.splits[split] = decode_split(items, self.labels, self.cache_dir, noise=noise, align=self.align,
+                                               name=split)
         # noise for augmentation, cut to a common length so a batch can index it
         if noise:
             n = min(len(x) for x in noise)

@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from speechrnn.audio import ALIGNMENTS
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.checkpoint import load_model
 from speechrnn.datamodule import check_label_folders
@@ -51,29 +52,31 @@ def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], o
     return {**report, **extra}
 
 
-def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path) -> ClipArray:
-    """Every clip of a Speech Commands-layout folder, labelled for ``labels`` (no sampling)."""
+def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path, align: str = "start") -> ClipArray:
+    """Every clip of a Speech Commands-layout folder, labelled for ``labels`` (no sampling), laid out by ``align``."""
     found = scan(folder)
     check_label_folders(Path(folder), list(found), labels)
     items = label_items(found, labels, sample=False)
     if not items:
         raise DatasetError(f"{folder}: no clip has one of the labels {labels}")
-    return decode_split(items, labels, cache_dir, name=f"eval-{Path(folder).name}")
+    return decode_split(items, labels, cache_dir, align=align, name=f"eval-{Path(folder).name}")
 
 
 def evaluate(cfg: DictConfig) -> dict:
     check_config_types(cfg)
+    if cfg.align not in ALIGNMENTS:
+        raise DatasetError(f"align must be one of {', '.join(ALIGNMENTS)}, got {cfg.align!r}")
     model = load_model(cfg.ckpt_path)
     if cfg.folder:
-        clips, source = folder_clips(cfg.folder, model.labels, cfg.cache_dir), str(cfg.folder)
+        clips, source = folder_clips(cfg.folder, model.labels, cfg.cache_dir, cfg.align), str(cfg.folder)
     else:
-        data = instantiate(cfg.data)
+        data = instantiate(cfg.data, align=cfg.align)
         data.prepare_data()
         data.setup("test")
         clips, source = data.splits[cfg.split], f"{data.root} ({cfg.split})"
     out = Path(cfg.out_dir)
     report = evaluate_clips(model, clips, model.labels, out, cfg.batch_size,
-                            extra={"checkpoint": str(cfg.ckpt_path), "dataset": source})
+                            extra={"checkpoint": str(cfg.ckpt_path), "dataset": source, "align": cfg.align})
     print(format_report(report))
     for reason in clips.skipped:
         print(f"skipped: {reason}", file=sys.stderr)

@@ -5,11 +5,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from speechrnn.audio import fix_length
 from speechrnn.dataset import DatasetError, hash_split, label_items, scan, split_clips, task_labels
 from speechrnn.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
 
 from conftest import tone, write_wav
+
+
+def test_fix_length_crops_to_the_first_samples_or_pads_where_align_says():
+    wave = torch.arange(1.0, 5.0)  # (4,)
+    assert fix_length(wave, 6).tolist() == [1, 2, 3, 4, 0, 0]
+    assert fix_length(wave, 7, "centre").tolist() == [0, 1, 2, 3, 4, 0, 0]
+    assert fix_length(wave, 6, "end").tolist() == [0, 0, 1, 2, 3, 4]
+    assert fix_length(wave, 3, "end").tolist() == [1, 2, 3]  # a long clip keeps its first samples
+    with pytest.raises(ValueError, match="align"):
+        fix_length(wave, 6, "middle")
 
 
 def test_task_labels():

@@ -100,6 +100,23 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     assert printed.split(": ")[1].split() == [f"{100 * a:.1f}" for a in reports[1]["step_accuracy"]]
 
 
+def test_evaluate_lays_short_clips_where_align_says(trained, tmp_path):
+    out, _, _ = trained
+    short = tmp_path / "short"
+    write_wav(short / "yes" / "00000000_nohash_0.wav", tone(300, seconds=0.3))
+    ckpt = out / "checkpoints" / "best.ckpt"
+    for align in ("start", "centre", "end"):
+        res = run("speechrnn.evaluate", f"ckpt_path={ckpt}", f"folder={short}", f"cache_dir={tmp_path}/cache",
+                  f"align={align}", f"hydra.run.dir={tmp_path}/{align}")
+        assert res.returncode == 0, res.stderr
+        assert json.loads((tmp_path / align / "report.json").read_text())["align"] == align
+    heard = sorted(tuple(np.flatnonzero(np.load(f)[0])[[0, -1]]) for f in (tmp_path / "cache").glob("*.npy"))
+    assert heard == [(0, 4799), (5600, 10399), (11200, 15999)]  # 4,800 samples at the start, centre, end
+    res = run("speechrnn.evaluate", f"ckpt_path={ckpt}", f"folder={short}", "align=middle")
+    assert res.returncode == 2 and "align must be one of start, centre, end, got 'middle'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_evaluate_reports_a_corrupt_clip_and_exits_nonzero(trained, tmp_path):
     out, root, _ = trained
     bad = tmp_path / "mixed"
