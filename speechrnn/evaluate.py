@@ -28,7 +28,7 @@ from speechrnn.datamodule import check_label_folders
 from speechrnn.dataset import DatasetError, label_items, scan
 from speechrnn.errors import check_config_types, friendly
 from speechrnn.model import KeywordSpotter
-from speechrnn.predict import predict_proba, step_predictions
+from speechrnn.predict import predict_steps
 from speechrnn.report import classification_report, format_report, write_predictions, write_report
 
 
@@ -42,9 +42,8 @@ def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], o
     if list(labels) != model.labels:
         raise DatasetError(f"the dataset's labels {labels} differ from the checkpoint's {model.labels}; "
                            "evaluate with the task the model was trained on")
-    probs = predict_proba(model, clips.waves, batch_size)  # (N, C)
+    probs, steps = predict_steps(model, clips.waves, batch_size)  # (N, C), (N, T)
     report = classification_report(clips.labels, probs.argmax(-1).numpy(), model.labels)
-    steps = step_predictions(model, clips.waves, batch_size)  # (N, T)
     step_accuracy = (steps == torch.as_tensor(clips.labels)[:, None]).double().mean(0)  # (T,)
     extra = dict(extra or {}, skipped=clips.skipped, step_accuracy=step_accuracy.tolist())
     write_report(report, out_dir, extra=extra)

@@ -14,31 +14,35 @@ from speechrnn.model import KeywordSpotter
 
 @torch.no_grad()
 def _batched(model: KeywordSpotter, waves: np.ndarray | Tensor, batch_size: int,
-             fn: Callable[[Tensor], Tensor]) -> list[Tensor]:
+             fn: Callable[[Tensor], tuple[Tensor, ...]]) -> list[tuple[Tensor, ...]]:
     """``fn`` on clips ``(N, S)`` in batches of float waveforms on the model's device; its outputs on CPU."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(waves), batch_size):
         chunk = as_float(torch.as_tensor(np.array(waves[start: start + batch_size])))  # a copy: memory maps are read-only
-        out.append(fn(chunk.to(device)).cpu())
+        out.append(tuple(t.cpu() for t in fn(chunk.to(device))))
     return out
 
 
 def predict_proba(model: KeywordSpotter, waves: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
     """Class probabilities ``(N, C)`` for clips ``(N, S)`` (int16 PCM or float in [-1, 1])."""
-    out = _batched(model, waves, batch_size, lambda x: model(x).softmax(-1))  # [(b, C)]
-    return torch.cat(out) if out else torch.zeros(0, len(model.labels))
+    out = _batched(model, waves, batch_size, lambda x: (model(x).softmax(-1),))  # [((b, C),)]
+    return torch.cat([probs for probs, in out]) if out else torch.zeros(0, len(model.labels))
 
 
-def step_predictions(model: KeywordSpotter, waves: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
-    """The class each step's output y_t = W_hy h_t + b_y names, ``(N, T)``; the model's prediction is step T's.
+def predict_steps(model: KeywordSpotter, waves: np.ndarray | Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """``predict_proba``'s probabilities ``(N, C)``, and the class each step's y_t = W_hy h_t + b_y names ``(N, T)``.
 
-    How the answer forms over the clip: for a short word padded with digital silence it
-    shows whether the steps after the word refine the answer or wear it away.
+    The second shows how the answer forms over the clip: for a short word padded with digital
+    silence, whether the steps after the word refine the answer or wear it away. One pass does both.
     """
-    def steps(x: Tensor) -> Tensor:
+    def both(x: Tensor) -> tuple[Tensor, Tensor]:
         hs, _ = model.encoder(model.frontend(x))  # (b, T, H)
-        return model.encoder.readout(hs).argmax(-1)  # (b, T)
-    out = _batched(model, waves, batch_size, steps)
-    return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.long)
+        # the last state's scores exactly as KeywordSpotter.forward computes them, then every step's
+        return model.encoder.readout(hs[:, -1]).softmax(-1), model.encoder.readout(hs).argmax(-1)  # (b, C), (b, T)
+    out = _batched(model, waves, batch_size, both)
+    if not out:
+        return torch.zeros(0, len(model.labels)), torch.zeros(0, 0, dtype=torch.long)
+    probs, steps = zip(*out)
+    return torch.cat(probs), torch.cat(steps)

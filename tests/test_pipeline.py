@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from speechrnn.checkpoint import load_model
+from speechrnn.predict import predict_proba, predict_steps
 from speechrnn.train import train
 
 from conftest import tone, write_wav
@@ -73,6 +75,15 @@ def test_report_gives_the_accuracy_of_every_steps_output_and_the_last_is_the_pre
     assert len(report["step_accuracy"]) == steps == 12
     assert report["step_accuracy"][-1] == pytest.approx(report["accuracy"])  # the model reads h_T
     assert all(0 <= a <= 1 for a in report["step_accuracy"])
+
+
+def test_predict_steps_scores_like_predict_proba_and_its_last_step_is_the_prediction(trained):
+    out, _, _ = trained
+    model = load_model(out / "checkpoints" / "best.ckpt")
+    waves = np.stack([tone(f, seconds=1.0, seed=9) for f in (300.0, 700.0, 1500.0, 2500.0, 5000.0)])  # (5, 16000)
+    probs, steps = predict_steps(model, waves, batch_size=2)
+    assert torch.equal(probs, predict_proba(model, waves, batch_size=2))  # the same computation, bit for bit
+    assert steps.shape == (5, 12) and torch.equal(steps[:, -1], probs.argmax(-1))
 
 
 def test_checkpoint_is_self_contained(trained):
