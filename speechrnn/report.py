@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -86,6 +86,13 @@ def classification_report(y_true: Any, y_pred: Any, labels: list[str]) -> dict:
     }
 
 
+def _write_csv(path: str | Path, rows: Iterable[list]) -> None:
+    """Rows as CSV (``\\n`` line ends), written atomically."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def _plot_confusion(report: dict) -> Figure:
     """Row-normalised colours (recall per true class) with raw counts written in each cell."""
     cm, labels = np.asarray(report["confusion_matrix"]), report["labels"]
@@ -131,12 +138,8 @@ def write_report(report: dict, out_dir: str | Path, *, extra: dict | None = None
     paths = {"json": out_dir / "report.json", "csv": out_dir / "confusion_matrix.csv",
              "png": out_dir / "confusion_matrix.png"}
     atomic_write_json(paths["json"], {**report, **extra})
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["true\\predicted", *report["labels"]])
-    for label, row in zip(report["labels"], report["confusion_matrix"]):
-        writer.writerow([label, *row])
-    atomic_write_text(paths["csv"], buf.getvalue())
+    _write_csv(paths["csv"], [["true\\predicted", *report["labels"]],
+                              *([label, *row] for label, row in zip(report["labels"], report["confusion_matrix"]))])
     fig = _plot_confusion(report)
     atomic_save(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return paths
@@ -172,10 +175,7 @@ def write_predictions(path: str | Path, paths: list[str], y_true: Any, probs: An
     if probs.shape != (len(y_true), len(labels)) or len(paths) != len(y_true):
         raise ValueError(f"need {len(y_true)} paths and probabilities of shape ({len(y_true)}, {len(labels)}), "
                          f"got {len(paths)} paths and {probs.shape}")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", "score"])
-    for clip, true, p in zip(paths, y_true, probs):
-        writer.writerow([clip or SILENCE_CUT, labels[true], labels[int(p.argmax())], f"{p.max():.4f}"])
-    atomic_write_text(path, buf.getvalue())
+    _write_csv(path, [["path", "label", "predicted", "score"],
+                      *([clip or SILENCE_CUT, labels[true], labels[int(p.argmax())], f"{p.max():.4f}"]
+                        for clip, true, p in zip(paths, y_true, probs))])
     return Path(path)
