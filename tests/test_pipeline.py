@@ -68,6 +68,16 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
 
 
+def test_best_checkpoint_holds_the_weight_average_and_the_raw_weights_to_resume(trained):
+    out, _, _ = trained
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    key = "model.encoder.layers.0.W_hh"
+    average, raw = best["state_dict"][key], best["current_model_state"][key]
+    assert not torch.equal(average, raw)  # the default callbacks average the weights (callbacks.ema)
+    model = load_model(out / "checkpoints" / "best.ckpt")
+    assert torch.equal(dict(model.named_parameters())[key.removeprefix("model.")], average)
+
+
 def test_report_gives_the_accuracy_of_every_steps_output_and_the_last_is_the_prediction(trained):
     out, _, _ = trained
     report = json.loads((out / "test" / "report.json").read_text())
