@@ -38,9 +38,8 @@ def predict_steps(model: KeywordSpotter, waves: np.ndarray | Tensor, batch_size:
     silence, whether the steps after the word refine the answer or wear it away. One pass does both.
     """
     def both(x: Tensor) -> tuple[Tensor, Tensor]:
-        hs, _ = model.encoder(model.frontend(x))  # (b, T, H)
-        # the last state's scores exactly as KeywordSpotter.forward computes them, then every step's
-        return model.encoder.readout(hs[:, -1]).softmax(-1), model.encoder.readout(hs).argmax(-1)  # (b, C), (b, T)
+        logits, hs = model.forward_features(model.frontend(x))  # (b, C) from h_T as forward gives them, (b, T, H)
+        return logits.softmax(-1), model.encoder.readout(hs).argmax(-1)  # (b, C), (b, T)
     out = _batched(model, waves, batch_size, both)
     if not out:
         return torch.zeros(0, len(model.labels)), torch.zeros(0, 0, dtype=torch.long)
