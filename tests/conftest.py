@@ -43,10 +43,27 @@ def tone_folder(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+_THREADS = torch.get_num_threads()  # this machine's default, as every subprocess a test starts gets it
+
+
+@pytest.fixture(autouse=True)
+def same_threads_in_every_test():
+    """Each test starts with the default torch thread count and leaves it so.
+
+    A command's ``main`` called in-process (``transcribe --threads 1``) sets the count for the
+    whole pytest process; a later test that compares an in-process run with a subprocess run
+    would then compare 1 thread with 2, and float reductions split by thread count may round
+    differently on some CPUs.
+    """
+    torch.set_num_threads(_THREADS)
+    yield
+    torch.set_num_threads(_THREADS)
+
+
+@pytest.fixture
 def one_thread():
-    """Many tiny per-step ops (streaming, small models): on a shared 2-core CPU a second torch thread mostly spins."""
-    n = torch.get_num_threads()
+    """Many tiny per-step ops (streaming, small models): on a shared 2-core CPU a second torch thread mostly spins.
+
+    Function-scoped, so it runs after ``same_threads_in_every_test`` has set the default."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)

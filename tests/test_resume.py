@@ -1,8 +1,11 @@
 """Crash and resume, and determinism, on a tiny tone folder.
 
 A training run killed with SIGKILL in the middle of an epoch resumes from its
-``last.ckpt`` with the documented command and ends exactly as an uninterrupted run
-with the same seed: same weights, same metrics (tolerance 0, see the README, "Faults and bad input").
+``last.ckpt`` with the documented command and ends as an uninterrupted run with the
+same seed: the same steps on the same clips with the same random draws, so the same
+weights and metrics up to float rounding (``RESUME_RTOL``; README, "Faults and bad input").
+Every run here is the documented command in a fresh process, so all of them start from
+the same library state and thread count.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ TRAIN = ["data=folder", "data.batch_size=4", "trainer.max_epochs=2", "trainer.en
          "callbacks.step_checkpoint.every_n_train_steps=4"]
 CKPT_STEP, KILL_STEP, STEPS_PER_EPOCH = 4, 5, 6
 FINAL = ("val/acc", "val/loss", "train/loss_epoch", "train/acc_epoch", "test/acc")
+# A resumed run reloads its state from disk into a new process; on the machine the README was
+# measured on it ends bit for bit like the uninterrupted run, but float reductions are not
+# promised to round alike across processes on every CPU (one AMD EPYC differed in val/loss's
+# 7th digit). 1e-5 is far below what a wrong resume does: a restarted data order or lost
+# random draws move these weights by 1e-3 and more after the 8 remaining steps.
+RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-6
 
 
 class PauseAt(Callback):
@@ -62,18 +71,18 @@ def tone_corpus(root: Path) -> Path:
     return root
 
 
-def train_in_process(base: Path, out: Path) -> dict:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TRAIN, f"data.root={base / 'tones'}", f"paths.data_dir={base / 'data'}",
-                                          f"paths.output_dir={out}"])
-    return train(cfg)
-
-
 def train_cli(base: Path, run: Path, *extra: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
     return subprocess.Popen([sys.executable, "-m", "speechrnn.train", *TRAIN, f"data.root={base / 'tones'}",
                              f"paths.data_dir={base / 'data'}", f"hydra.run.dir={run}", *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train_to_end(base: Path, run: Path, *extra: str) -> dict:
+    """The documented command run to its end; its ``metrics.json``."""
+    out, err = (proc := train_cli(base, run, *extra)).communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads((run / "metrics.json").read_text())
 
 
 def without_paths(metrics: dict) -> dict:
@@ -90,18 +99,20 @@ def reference(tmp_path_factory):
     """An uninterrupted run: (base folder, its metrics, its last.ckpt)."""
     base = tmp_path_factory.mktemp("resume")
     tone_corpus(base / "tones")
-    metrics = train_in_process(base, base / "reference")
+    metrics = train_to_end(base, base / "reference")
     return base, metrics, base / "reference" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_same_seed_and_config_give_the_same_metrics_twice(reference, tmp_path):
     base, metrics, last = reference
-    again = train_in_process(base, tmp_path / "again")
+    again = train_to_end(base, tmp_path / "again")
     assert without_paths(again) == without_paths(metrics)
     a, b = (torch.load(p, weights_only=False)["state_dict"] for p in (last, tmp_path / "again/checkpoints/last.ckpt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_run_killed_mid_epoch_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_run(reference):
     base, metrics, reference_last = reference
@@ -135,16 +146,18 @@ def test_run_killed_mid_epoch_resumes_from_last_ckpt_and_ends_like_an_uninterrup
     # It went on from the saved step, not from scratch, and kept the killed run's log.
     assert steps_logged(run / "logs" / "metrics.csv")[0] >= CKPT_STEP
     assert steps_logged(run / "logs" / "metrics.part1.csv")[-1] < KILL_STEP
-    # ... and ended exactly where the uninterrupted run ended.
+    # ... and ended where the uninterrupted run ended.
     ended = json.loads((run / "metrics.json").read_text())
     assert set(FINAL) <= set(ended)
     # every metric the resumed run logged equals the uninterrupted run's; a step-sampled one last
     # logged before the crash (diag/*) is simply not logged again
-    assert without_paths(ended) == {k: metrics[k] for k in without_paths(ended)}
+    assert without_paths(ended) == pytest.approx({k: metrics[k] for k in without_paths(ended)},
+                                                 rel=RESUME_RTOL, abs=RESUME_ATOL)
     final, reference_final = torch.load(last, weights_only=False), torch.load(reference_last, weights_only=False)
     assert final["global_step"] == reference_final["global_step"] == 2 * STEPS_PER_EPOCH
-    for name, value in reference_final["state_dict"].items():
-        assert torch.equal(final["state_dict"][name], value), name
+    for state in ("state_dict", "current_model_state"):  # the weight average, and the raw weights it averages
+        for name, value in reference_final[state].items():
+            torch.testing.assert_close(final[state][name], value, rtol=RESUME_RTOL, atol=RESUME_ATOL, msg=name)
 
 
 def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):
