@@ -1,13 +1,13 @@
 # The two set-up commands of the README, each creating the environment itself:
 #   make demo   synthesise the embedded corpus, train the basic RNN, evaluate, transcribe
-#   make test   the test suite
+#   make test   the test suite (the end-to-end checks marked slow run with `make test-slow`; CI runs both)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 DATA ?= data/synthetic
 
-.PHONY: demo test bench install
+.PHONY: demo test test-slow bench install
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,10 @@ demo: install
 		$$(sed -n '1~145p' $(DATA)/testing_list.txt | head -n 12 | sed 's|^|$(DATA)/|')
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 bench: install
 	$(PY) -m speechrnn.bench

@@ -40,6 +40,7 @@ def _numbers(obj):
         yield obj
 
 
+@pytest.mark.slow
 def test_json_has_every_section_and_the_table(bench):
     stdout, res = bench
     assert set(res) == SECTIONS

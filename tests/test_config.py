@@ -46,6 +46,7 @@ def test_clipping_is_configured_in_conf():
     assert compose_train(["trainer.gradient_clip_algorithm=value"]).trainer.gradient_clip_algorithm == "value"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["trainer.max_epochz=3"], "Could not override 'trainer.max_epochz'"),
     (["model=transformer"], "Could not find 'model/transformer'"),

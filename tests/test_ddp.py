@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from speechrnn.module import KeywordModule
@@ -49,6 +50,7 @@ def _train(base: Path, name: str, *overrides: str) -> tuple[str, dict]:
     return res.stderr, torch.load(base / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     _folder(tmp_path)
     _, one = _train(tmp_path, "one", f"data.batch_size={2 * B}")

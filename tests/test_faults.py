@@ -351,6 +351,7 @@ def config_mistakes(corpus):
     return {case: finish(proc)[::2] for case, proc in procs.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CONFIG_MISTAKES)
 def test_config_mistakes_give_a_clear_error_not_a_traceback(case, config_mistakes):
     code, err = config_mistakes[case]

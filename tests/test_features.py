@@ -14,6 +14,7 @@ from speechrnn.features import MFCC, deltas
 LIBROSA_TOLERANCE_DB = 1e-3
 
 
+@pytest.mark.slow
 def test_matches_librosa_mfcc_on_the_same_settings():
     y = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
     ours = MFCC(n_mfcc=40, win_ms=30, hop_ms=10, n_mels=40, f_min=20, f_max=7600, normalize=False)

@@ -38,6 +38,7 @@ def test_committed_notebook_has_no_outputs():
     assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.mark.slow
 def test_runs_without_errors(executed):
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors

@@ -103,6 +103,7 @@ def test_checkpoint_is_self_contained(trained):
     assert model.frontend.std.ne(1).any()  # the training statistics came with it
 
 
+@pytest.mark.slow
 def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     out, root, _ = trained
     ckpt = out / "checkpoints" / "best.ckpt"
@@ -121,6 +122,7 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     assert printed.split(": ")[1].split() == [f"{100 * a:.1f}" for a in reports[1]["step_accuracy"]]
 
 
+@pytest.mark.slow
 def test_evaluate_lays_short_clips_where_align_says(trained, tmp_path):
     out, _, _ = trained
     short = tmp_path / "short"
