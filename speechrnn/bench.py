@@ -177,7 +177,7 @@ def bench_inference(model: nn.Module, H: int, seconds: float, device: torch.devi
              "lean": torch.zeros(1, rnn.hidden_size, device=device)}
 
     def step():
-        state["step"] = rnn.step(x_t, state["step"])
+        state["step"] = rnn.step(x_t, state["step"])[1]
 
     def cell_step():
         state["cell"] = cell(x_t, state["cell"])

@@ -4,8 +4,7 @@
 vanishing-gradient picture. A plain tanh RNN typically shows the norm falling
 geometrically from t = T back to t = 1 (early frames barely influence the
 weights), where a GRU or LSTM keeps it flat. It works for any encoder of
-``speechrnn.model`` by unrolling it one step at a time and keeping each state's
-gradient.
+``speechrnn.model`` by unrolling it with ``step`` and keeping each state's gradient.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ def hidden_grad_norms(encoder: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Mean over the batch of ||dL/dh_t|| of the top layer, for t = 1..T.
 
     Args:
-        encoder (nn.Module): an encoder with ``forward(x, h) -> (hs, h_n)`` and ``readout``.
+        encoder (nn.Module): an encoder of ``speechrnn.model`` (``step``, ``hidden``, ``readout``).
         x (Tensor): features ``(B, T, F)``.
         y (Tensor): class indices ``(B,)``; L is the cross-entropy of the last state's readout.
 
@@ -27,12 +26,10 @@ def hidden_grad_norms(encoder: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         Tensor: ``(T,)``, detached.
     """
     with torch.enable_grad():
-        h, states = None, []
+        state, states = None, []
         for t in range(x.shape[1]):
-            _, h = encoder(x[:, t: t + 1], h)  # h (L, B, H), or (h, c) for an LSTM
-            top = h[0] if isinstance(h, tuple) else h
-            states.append(top)
-        loss = F.cross_entropy(encoder.readout(states[-1][-1]), y)
-        grads = torch.autograd.grad(loss, states, allow_unused=True)
-    return torch.stack([g[-1].norm(dim=-1).mean() if g is not None else torch.zeros(())
-                        for g in grads]).detach()  # (T,)
+            _, state = encoder.step(x[:, t], state)  # the state the next step reads
+            states.append(state)
+        loss = F.cross_entropy(encoder.readout(encoder.hidden(states[-1])), y)
+        grads = torch.autograd.grad(loss, states)
+    return torch.stack([encoder.hidden(g).norm(dim=-1).mean() for g in grads]).detach()  # (T,)

@@ -12,9 +12,10 @@ Both files hold the whole model, frontend included: waveform ``(B, 16000)`` floa
   extra file ``meta.json`` (``torch.jit.load(path, _extra_files={"meta.json": ""})``).
 
 The clip length is fixed: tracing unrolls the recurrence over its 12 steps (98 frames
-stacked 8 at a time). The Elman RNN is unrolled with ``ElmanRNN.step``, one Gemm and
-Tanh per layer and step; GRU and LSTM become ONNX ``GRU`` / ``LSTM`` nodes. The frontend
-is ``MFCC.forward`` itself (its deltas are shifted differences, which export).
+stacked 8 at a time). What is exported is the ``KeywordSpotter`` itself: under a tracer
+``ElmanRNN.forward`` runs by ``ElmanRNN.step``, one Gemm and Tanh per layer and step;
+GRU and LSTM become ONNX ``GRU`` / ``LSTM`` nodes. The frontend is ``MFCC.forward``
+itself (its deltas are shifted differences, which export).
 
 Each export is run on test clips and compared with the PyTorch model; the command
 fails unless the largest logit difference is under ``TOLERANCE``.
@@ -38,31 +39,9 @@ from torch import Tensor, nn
 from speechrnn.checkpoint import load_model
 from speechrnn.errors import friendly
 from speechrnn.model import KeywordSpotter
-from speechrnn.rnn import ElmanRNN
 from speechrnn.runtime import model_metadata
 
 TOLERANCE = 1e-3  # largest |logit difference| accepted between an export and PyTorch
-
-
-class ExportableSpotter(nn.Module):
-    """``KeywordSpotter.forward`` in operations that trace and export to ONNX.
-
-    Shapes: ``(B, N)`` waveform -> ``(B, C)`` logits, for the ``N`` it was traced with.
-    """
-
-    def __init__(self, model: KeywordSpotter):
-        super().__init__()
-        self.frontend, self.encoder = model.frontend, model.encoder
-
-    def forward(self, wave: Tensor) -> Tensor:
-        x = self.frontend(wave)  # (B, T, F)
-        if isinstance(self.encoder, ElmanRNN):  # unrolled by steps: _ElmanScan has no ONNX form
-            h = None
-            for t in range(x.shape[1]):
-                h = self.encoder.step(x[:, t], h)  # (L, B, H)
-            return self.encoder.readout(h[-1])  # (B, C)
-        hs, _ = self.encoder(x)  # (B, T, H)
-        return self.encoder.readout(hs[:, -1])
 
 
 def check_clips(rate: int, num_samples: int, n: int = 6, seed: int = 0) -> Tensor:
@@ -120,13 +99,12 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = ("torch
     model = load_model(ckpt)
     meta = model_metadata(model)
     rate, clip_samples = model.frontend.sample_rate, int(meta["speechrnn.clip_samples"])
-    module = ExportableSpotter(model).eval()
     example, clips = check_clips(rate, clip_samples, 2, seed=1), check_clips(rate, clip_samples)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     diffs = {}
     if "torchscript" in formats:
-        export_torchscript(module, example, out / "model.pt", meta)
+        export_torchscript(model, example, out / "model.pt", meta)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
             ts = torch.jit.load(str(out / "model.pt"))
@@ -134,7 +112,7 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = ("torch
     if "onnx" in formats:
         import onnxruntime as ort
 
-        export_onnx(module, example, out / "model.onnx", meta)
+        export_onnx(model, example, out / "model.onnx", meta)
         session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
         diffs["model.onnx"] = max_diff(model, lambda x: session.run(None, {"wave": x.numpy()})[0], clips)
     bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}

@@ -98,10 +98,24 @@ class MFCC(nn.Module):
         """Features per RNN step."""
         return self.n_mfcc * (1 + self.deltas) * self.stack
 
+    def frames(self, num_samples: int) -> int:
+        """Complete 10 ms frames in ``num_samples`` (before stacking): frame t covers [t * hop, t * hop + win)."""
+        return max(0, 1 + (num_samples - self.win_length) // self.hop_length)
+
     def num_frames(self, num_samples: int) -> int:
         """RNN steps for a clip of ``num_samples`` (after stacking)."""
-        frames = max(0, 1 + (num_samples - self.win_length) // self.hop_length)
-        return frames // self.stack
+        return self.frames(num_samples) // self.stack
+
+    def normalise(self, c: Tensor) -> Tensor:
+        """Cepstra ``(..., n_mfcc)`` minus the training mean, over the training std (if ``normalize``)."""
+        return (c - self.mean) / self.std if self.normalize else c
+
+    def stack_frames(self, x: Tensor) -> Tensor:
+        """``stack`` consecutive frames per RNN step: ``(..., T0, F0)`` -> ``(..., T0 // stack, F0 * stack)``.
+
+        The offline and the streaming frontend both end here; fewer than ``stack`` frames left over are dropped."""
+        T = x.shape[-2] // self.stack
+        return x[..., : T * self.stack, :].reshape(*x.shape[:-2], T, x.shape[-1] * self.stack)
 
     def cepstra(self, wave: Tensor) -> Tensor:
         """Un-normalised MFCC frames: ``(B, N)`` -> ``(B, T0, n_mfcc)``."""
@@ -115,9 +129,7 @@ class MFCC(nn.Module):
 
     def forward(self, wave: Tensor, mask: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Waveform ``(B, N)`` -> steps ``(B, T, F)``; ``mask`` (SpecAugment) sees frames before stacking."""
-        x = self.cepstra(wave)  # (B, T0, C)
-        if self.normalize:
-            x = (x - self.mean) / self.std
+        x = self.normalise(self.cepstra(wave))  # (B, T0, C)
         if self.cmn:  # minus the mean of the frames the steps use (not the < stack left over)
             x = x - x[:, : x.shape[1] // self.stack * self.stack].mean(dim=1, keepdim=True)  # (B, T0, C)
         if mask is not None:
@@ -127,9 +139,7 @@ class MFCC(nn.Module):
             for _ in range(self.deltas):
                 parts.append(deltas(parts[-1]))  # d1 from x, d2 from d1
             x = torch.cat(parts, dim=-1)  # (B, T0, C * (1 + deltas))
-        B, T0, F = x.shape
-        T = T0 // self.stack
-        return x[:, : T * self.stack].reshape(B, T, F * self.stack)  # (B, T, F * stack)
+        return self.stack_frames(x)  # (B, T, F * stack)
 
     @torch.no_grad()
     def fit_normalization(self, waves: Iterable[Tensor]) -> None:

@@ -2,14 +2,17 @@
 
 ``encoder.kind`` picks the recurrence: ``rnn`` is the product's basic (Elman) RNN
 (``speechrnn.rnn``); ``gru`` and ``lstm`` are ``torch.nn`` baselines run on the
-same pipeline. Every encoder exposes the same two calls, ``forward(x) -> (hs, h_n)``
-and ``readout(h) -> scores``, so the rest of the product never asks which it is.
+same pipeline. Every encoder exposes the same calls, so the rest of the product never
+asks which it is: ``forward(x) -> (hs, h_n)`` over a clip, ``readout(h) -> scores``, and for
+streaming ``init_state(B)``, ``step(x_t, state) -> (h_t, state)`` and ``hidden(state) -> h``.
+A state is one tensor whose last two axes are ``(B, H)``, so rows can be reset alike.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from speechrnn.features import MFCC
@@ -32,6 +35,7 @@ class TorchRecurrent(nn.Module):
     def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
         super().__init__()
         cls = {"gru": nn.GRU, "lstm": nn.LSTM}[kind]
+        self.lstm = kind == "lstm"  # its state is (h, c), stacked here into one tensor
         self.rnn = cls(input_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.out = nn.Linear(hidden_size, output_size)
 
@@ -41,6 +45,22 @@ class TorchRecurrent(nn.Module):
 
     def readout(self, h: Tensor) -> Tensor:
         return self.out(h)
+
+    def init_state(self, batch: int) -> Tensor:
+        """Zeros: ``(L, B, H)``, or ``(2, L, B, H)`` for the LSTM's (h, c)."""
+        zeros = self.out.weight.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)
+        return torch.stack([zeros, zeros]) if self.lstm else zeros
+
+    def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One frame: x_t (B, I), a state or zeros -> (h_t (B, H) of the top layer, new state)."""
+        state = self.init_state(len(x_t)) if state is None else state
+        _, hx = self.rnn(x_t[:, None], tuple(state) if self.lstm else state)  # (L, B, H) or ((L, B, H), (L, B, H))
+        state = torch.stack(hx) if self.lstm else hx
+        return self.hidden(state), state
+
+    def hidden(self, state: Tensor) -> Tensor:
+        """The top layer's h in a state (or in a state's gradient) -> (B, H)."""
+        return state[0, -1] if self.lstm else state[-1]
 
 
 def build_encoder(kind: str, input_size: int, num_classes: int, hidden_size: int = 128,

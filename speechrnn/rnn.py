@@ -4,7 +4,8 @@
 
 ``ElmanCell`` holds one layer's weights and takes one step; ``ElmanRNN`` stacks
 cells, unrolls them over the frames of a clip (``forward``) or one frame at a time
-for streaming (``step``), and owns the optional readout W_hy, b_y.
+for streaming (``init_state``, ``step``: every encoder of ``speechrnn.model`` has the
+same three calls), and owns the optional readout W_hy, b_y.
 
 Speed: unrolling with autograd records ~5 small ops per frame and runs torch.tanh,
 which on CPU is ~10x slower than torch.sigmoid. ``_ElmanScan`` instead hoists the
@@ -188,17 +189,31 @@ class ElmanRNN(nn.Module):
 
     def _initial_state(self, h: Tensor | None, B: int, like: Tensor) -> Tensor:
         if h is None:
-            return like.new_zeros(self.num_layers, B, self.hidden_size)
+            return like.new_zeros(self.num_layers, B, self.hidden_size)  # like x: its device and dtype
         if h.shape != (self.num_layers, B, self.hidden_size):
             raise ValueError(f"hidden state must have shape (L, B, H) = "
                              f"{(self.num_layers, B, self.hidden_size)}, got {tuple(h.shape)}")
         return h
 
+    def init_state(self, batch: int) -> Tensor:
+        """h_0 = 0 for ``batch`` sequences: ``(L, B, H)`` on the weights' device."""
+        return self.layers[0].W_hh.new_zeros(self.num_layers, batch, self.hidden_size)
+
     def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Unroll over all frames: x (B, T, I), h0 (L, B, H) or zeros -> hs (B, T, H), h_n (L, B, H)."""
+        """Unroll over all frames: x (B, T, I), h0 (L, B, H) or zeros -> hs (B, T, H), h_n (L, B, H).
+
+        Run eagerly, it is ``_ElmanScan`` (fast, hand-written BPTT); under a tracer or exporter
+        (``torch.jit.trace``, ``torch.onnx.export``, ``torch.compile``) the same recurrence
+        by ``step``, in plain ops they can record."""
         if x.dim() != 3 or x.shape[1] == 0 or x.shape[2] != self.input_size:
             raise ValueError(f"x must have shape (B, T >= 1, I={self.input_size}), got {tuple(x.shape)}")
         h0 = self._initial_state(h0, x.shape[0], x)  # (L, B, H)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            hs, state = [], h0
+            for t in range(x.shape[1]):
+                h_t, state = self.step(x[:, t], state)  # (B, H), (L, B, H)
+                hs.append(h_t)
+            return torch.stack(hs, dim=1), state  # (B, T, H), (L, B, H)
         hs = x.transpose(0, 1).contiguous()  # (T, B, I): one frame is one contiguous slab
         h_n = []
         for l, (cell, h) in enumerate(zip(self.layers, h0)):
@@ -208,16 +223,24 @@ class ElmanRNN(nn.Module):
             h_n.append(hs[-1])
         return hs.transpose(0, 1), torch.stack(h_n)  # (B, T, H), (L, B, H)
 
-    def step(self, x_t: Tensor, h: Tensor | None = None) -> Tensor:
-        """One frame, for streaming: x_t (B, I), h (L, B, H) or zeros -> new h (L, B, H)."""
+    def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One frame, for streaming: x_t (B, I), state (L, B, H) or zeros -> (h_t (B, H) of the top layer, new state)."""
         if x_t.dim() != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(x_t.shape)}")
-        h = self._initial_state(h, x_t.shape[0], x_t)  # (L, B, H)
+        state = self._initial_state(state, x_t.shape[0], x_t)  # (L, B, H)
         h_new = []
-        for cell, h_prev in zip(self.layers, h):
+        for l, (cell, h_prev) in enumerate(zip(self.layers, state)):
+            if l:  # as forward: dropout only on what a layer passes up
+                x_t = F.dropout(x_t, self.dropout, self.training)
             x_t = cell(x_t, h_prev)  # (B, H), the input of the next layer
             h_new.append(x_t)
-        return torch.stack(h_new)  # (L, B, H)
+        state = torch.stack(h_new)  # (L, B, H)
+        return self.hidden(state), state
+
+    @staticmethod
+    def hidden(state: Tensor) -> Tensor:
+        """The top layer's h in a state (or in a state's gradient): (L, B, H) -> (B, H)."""
+        return state[-1]
 
     def readout(self, h: Tensor) -> Tensor:
         """y = W_hy h + b_y on the last axis: (..., H) -> (..., O)."""

@@ -9,8 +9,8 @@ Three pieces, each carrying its own state from one chunk to the next:
   it, and concatenates ``stack`` frames into one RNN step. Fed a whole recording in
   chunks and then ``flush()``-ed, it gives exactly ``MFCC.forward`` of the recording
   (deltas' replicated edges included).
-* ``EncoderStream`` advances B recurrent states one step at a time: ``ElmanRNN.step``,
-  or the GRU/LSTM with its ``(h, c)`` state carried over.
+* ``EncoderStream`` advances B recurrent states one step at a time with the encoder's
+  own ``step`` (the Elman RNN's, or the GRU/LSTM's with its state carried over).
 * ``StreamingSpotter`` joins them and turns hidden states into posteriors.
 
 Why several staggered states. The model was trained to classify the last hidden state
@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from speechrnn.audio import as_float
 from speechrnn.features import MFCC, deltas
-from speechrnn.rnn import ElmanRNN
 
 CLIP_SECONDS = 1.0  # the length of the training clips, i.e. of the window one posterior covers
 
@@ -103,7 +102,7 @@ class FeatureStream:
         """Samples ``(N,)`` (float in [-1, 1], or int16) -> the RNN steps completed ``(T, F)``."""
         buf = torch.cat([self.tail, as_float(samples).to(self.tail)])  # (n,)
         win, hop = self.mfcc.win_length, self.mfcc.hop_length
-        n = 1 + (len(buf) - win) // hop if len(buf) >= win else 0  # frames complete in buf
+        n = self.mfcc.frames(len(buf))  # frames complete in buf
         c = self.mfcc.cepstra(buf[None, : (n - 1) * hop + win])[0] if n else self.pending[0][:0]  # (n, C)
         self.tail = buf[n * hop:]
         return self._steps(c, final=False)
@@ -116,27 +115,24 @@ class FeatureStream:
         return out
 
     def _steps(self, c: Tensor, final: bool) -> Tensor:
-        """Normalised cepstra ``(n, C)`` -> deltas appended, frames aligned, stacked steps ``(T, F)``."""
-        if self.mfcc.normalize:
-            c = (c - self.mfcc.mean) / self.mfcc.std
-        parts = [c]
+        """Cepstra ``(n, C)`` -> normalised, deltas appended, frames aligned, stacked steps ``(T, F)``."""
+        parts = [self.mfcc.normalise(c)]
         for delta in self.deltas:  # d1 from c, d2 from d1: each part 2 frames later than the one before
             parts.append(delta.push(parts[-1], final))
         self.pending = [torch.cat([p, q]) for p, q in zip(self.pending, parts)]
         n = min(len(p) for p in self.pending)  # frames with every part ready
         frames = torch.cat([self.frames, torch.cat([p[:n] for p in self.pending], dim=-1)])  # (m, C * (1 + deltas))
         self.pending = [p[n:] for p in self.pending]
-        T, k = len(frames) // self.mfcc.stack, self.mfcc.stack
-        self.frames = frames[T * k:]
-        return frames[: T * k].reshape(T, k * frames.shape[1])  # (T, F): k consecutive frames per step, as MFCC.forward
+        steps = self.mfcc.stack_frames(frames)  # (T, F): k consecutive frames per step, as MFCC.forward
+        self.frames = frames[len(steps) * self.mfcc.stack:]
+        return steps
 
 
 class EncoderStream:
     """B recurrent states of an encoder, advanced one step at a time.
 
     Args:
-        encoder (nn.Module): ``ElmanRNN`` (stepped with ``step``) or ``TorchRecurrent``
-            (its ``torch.nn.GRU`` / ``LSTM`` run on one step with the carried state).
+        encoder (nn.Module): any encoder of ``speechrnn.model`` (``init_state``, ``step``).
         batch (int, optional): parallel states, B. (Default: ``1``)
 
     Shapes:
@@ -144,24 +140,18 @@ class EncoderStream:
     """
 
     def __init__(self, encoder: nn.Module, batch: int = 1):
-        self.encoder, self.batch = encoder, batch
-        rnn = encoder if isinstance(encoder, ElmanRNN) else encoder.rnn
-        zeros = next(encoder.parameters()).new_zeros(rnn.num_layers, batch, rnn.hidden_size)  # (L, B, H)
-        self.state = (zeros, zeros.clone()) if isinstance(rnn, nn.LSTM) else zeros  # LSTM: (h, c)
+        self.encoder = encoder
+        self.state = encoder.init_state(batch)  # (..., B, H)
 
     def reset(self, rows: int | slice = slice(None)) -> None:
-        """Set the states ``rows`` back to h_0 = 0 (and c_0 = 0)."""
-        for s in self.state if isinstance(self.state, tuple) else (self.state,):
-            s[:, rows] = 0
+        """Set the states ``rows`` back to zero (h_0 = 0, and c_0 = 0 for an LSTM)."""
+        self.state[..., rows, :] = 0
 
     @torch.no_grad()
     def step(self, x_t: Tensor) -> Tensor:
         """One step of every state: ``x_t (B, F) -> h_t (B, H)``."""
-        if isinstance(self.encoder, ElmanRNN):
-            self.state = self.encoder.step(x_t, self.state)  # (L, B, H)
-            return self.state[-1]
-        hs, self.state = self.encoder.rnn(x_t[:, None], self.state)  # (B, 1, H)
-        return hs[:, 0]
+        h_t, self.state = self.encoder.step(x_t, self.state)
+        return h_t
 
 
 def window_geometry(fe: MFCC, clip_seconds: float = CLIP_SECONDS) -> tuple[int, int, int, int]:

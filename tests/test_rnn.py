@@ -1,6 +1,7 @@
 """The Elman RNN: same numbers as torch.nn.RNN, causal, streamable, and initialised as promised."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -89,9 +90,20 @@ def test_step_by_step_reproduces_forward(num_layers, with_h0):
     hs, h_n = rnn(x, h0)
     h = h0
     for t in range(T):
-        h = rnn.step(x[:, t], h)  # (L, B, H)
-        torch.testing.assert_close(h[-1], hs[:, t], atol=1e-6, rtol=0)
+        h_t, h = rnn.step(x[:, t], h)  # (B, H), (L, B, H)
+        torch.testing.assert_close(h_t, hs[:, t], atol=1e-6, rtol=0)
     torch.testing.assert_close(h, h_n, atol=1e-6, rtol=0)
+
+
+def test_traced_forward_runs_by_steps_and_matches_the_fast_scan():
+    rnn = random_rnn(num_layers=2, dtype=torch.float32)
+    x = torch.randn(B, T, I)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warns that torch.jit is deprecated
+        traced = torch.jit.trace(rnn, (x,))
+    assert "ElmanScan" not in str(traced.graph)  # the autograd Function has no exportable form
+    for got, want in zip(traced(x), rnn(x)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 def test_initial_state_is_zero_by_default():
