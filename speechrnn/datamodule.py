@@ -228,9 +228,6 @@ class SpeechCommandsData(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("testing")
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training and self.train_sampler is not None:
             wave, label, index = batch

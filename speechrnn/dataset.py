@@ -26,7 +26,7 @@ from speechrnn.audio import AUDIO_EXTENSIONS
 from speechrnn.labels import BACKGROUND_NOISE_DIR, KWS12, SILENCE, UNKNOWN, words_for_version
 
 SPLITS = ("training", "validation", "testing")
-STAGE_SPLITS = {"train": "training", "val": "validation", "test": "testing"}  # Lightning stage -> split
+STAGE_SPLITS = {"train": "training", "val": "validation"}  # Lightning stage -> split (testing: evaluate_clips)
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # from the reference recipe's hash rule
 SILENCE_CUT = "<silence cut>"  # how reports and errors name a clip cut from background noise (no file)
 

@@ -4,6 +4,11 @@ The loss is cross-entropy on ``W_hy h_T + b_y``; an optional auxiliary loss on t
 per-step outputs ``y_t = W_hy h_t + b_y`` (``aux_loss_weight``) gives early steps a
 short gradient path, while the prediction still uses the last hidden state.
 
+Validation accuracy is a ``torchmetrics`` metric: correct and total counts are summed over
+the batches (and, under DDP, the processes) before the one division. The test split is not
+run here but by ``speechrnn.evaluate.evaluate_clips`` on the best checkpoint, which also
+writes the report files.
+
 Gradient clipping is part of the loop: Lightning's ``gradient_clip_val`` /
 ``gradient_clip_algorithm`` from ``conf/trainer`` drive ``configure_gradient_clipping``,
 which logs the gradient norm *before* clipping and whether clipping fired.
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
 
 from speechrnn.atomic import atomic_save
 from speechrnn.augment import SpecAugment
@@ -79,6 +85,7 @@ class KeywordModule(L.LightningModule):
                                        label_smoothing=label_smoothing,
                                        diagnostics_every=diagnostics_every))
         self.model = KeywordSpotter(labels, features, encoder)
+        self.val_acc = MulticlassAccuracy(num_classes=len(labels), average="micro")
         self.specaugment = SpecAugment(**specaugment) if specaugment else None
 
     def forward(self, wave: Tensor) -> Tensor:
@@ -94,8 +101,12 @@ class KeywordModule(L.LightningModule):
             loss = loss + self.hparams.aux_loss_weight * self._aux_loss(hs, y)
         if not torch.isfinite(loss):
             self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
-        acc = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=stage != "test",
+        if stage == "train":
+            acc = (logits.argmax(-1) == y).float().mean()
+        else:  # counts summed over every batch and process (exact under DDP), one division at the epoch's end
+            self.val_acc.update(logits, y)
+            acc = self.val_acc
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=True,
                       on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=stage != "train")
         return loss
 
@@ -139,9 +150,6 @@ class KeywordModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "test")
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
