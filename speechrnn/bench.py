@@ -44,6 +44,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+import speechrnn.datamodule  # noqa: F401  registers the resolvers cfg.data.root uses
 from speechrnn.atomic import atomic_write_json
 from speechrnn.dataset import task_labels
 from speechrnn.features import MFCC

@@ -18,6 +18,7 @@ starts its order over.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from speechrnn.audio import SAMPLE_RATE, as_float, load_noise
@@ -105,6 +107,49 @@ def check_label_folders(root: Path, folders: list[str], labels: list[str]) -> No
     for name in sorted(set(folders) - recognised - set(WORDS_V2)):
         log.warning("label folder %s is neither a label of the task nor a Speech Commands word; its clips are %s "
                     "(rename it if it holds a keyword)", root / name, fate)
+
+
+def synthetic_words(task: str, words: list[str] | None, unknown: bool = True) -> list[str]:
+    """The words the embedded corpus speaks for a task: ``${synthetic_words:...}`` in ``conf/data/synthetic.yaml``.
+
+    Args:
+        task (str): ``kws12``, ``kws35`` or ``custom``.
+        words (list[str] | None): the keywords of a ``custom`` task.
+        unknown (bool, optional): the task has an ``_unknown_`` class. (Default: ``True``)
+
+    Returns:
+        list[str]: the 35 words of Speech Commands v0.02, or a custom task's keywords followed,
+        when it has ``_unknown_``, by the Speech Commands words not among them: fillers from which
+        the model learns to reject other words. (``_silence_`` is cut from the corpus's noise.)
+    """
+    if task != "custom" or not words:  # custom without words: task_labels says what is missing
+        return list(WORDS_V2)
+    keywords = [str(w) for w in words]
+    return keywords + ([w for w in WORDS_V2 if w not in keywords] if unknown else [])
+
+
+def synthetic_dir(task: str, words: list[str] | None, unknown: bool = True) -> str:
+    """Folder name of the embedded corpus for a task: ``${synthetic_dir:...}`` in ``conf/data/synthetic.yaml``.
+
+    ``synthetic`` for kws12 and kws35; a custom task's corpus gets its own folder,
+    ``synthetic-<keywords joined by ->`` (``-only`` appended when it has no ``_unknown_`` fillers),
+    or ``synthetic-<hash of its words>`` when that would be longer than 64 characters, so it
+    never meets the default corpus (a corpus is never replaced, see ``synth.generate_corpus``).
+    Arguments as for ``synthetic_words``.
+    """
+    if task != "custom" or not words:
+        return "synthetic"
+    name = "-".join(["synthetic", *map(str, words)] + ([] if unknown else ["only"]))
+    if len(name) > 64:
+        spoken = "\n".join(synthetic_words(task, words, unknown))
+        name = f"synthetic-{hashlib.sha1(spoken.encode()).hexdigest()[:10]}"
+    return name
+
+
+# Used by conf/data/synthetic.yaml: whatever composes conf/ imports this module first (train and
+# evaluate do through their imports; bench and tests/conftest.py import it for this).
+OmegaConf.register_new_resolver("synthetic_words", synthetic_words)
+OmegaConf.register_new_resolver("synthetic_dir", synthetic_dir)
 
 
 class SpeechCommandsData(L.LightningDataModule):

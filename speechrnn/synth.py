@@ -36,6 +36,7 @@ import torchaudio.transforms as T
 from tqdm import tqdm
 
 from speechrnn.audio import SAMPLE_RATE
+from speechrnn.dataset import DatasetError
 from speechrnn.labels import BACKGROUND_NOISE_DIR, WORDS_V2
 
 # Every English accent espeak-ng ships except en-Shaw, which reads the Shavian
@@ -289,11 +290,12 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     The corpus is built in a sibling ``.<name>.partial`` folder and renamed onto ``root``
     only when complete, with the marker ``.complete.json`` (the arguments) written last:
     an interrupted run leaves ``root`` as it was. An existing corpus whose marker holds the
-    same arguments is returned untouched; a different (or marker-less) synthetic corpus is
-    replaced. Same arguments give byte-identical files.
+    same arguments is returned untouched. Anything else in ``root`` (someone's files, a
+    corpus made with other arguments, one without its marker) is refused and never
+    replaced: it may be all the user has. Same arguments give byte-identical files.
 
     Args:
-        root (str | Path): the corpus folder; it must be new, empty, or a synthetic corpus.
+        root (str | Path): the corpus folder; it must be new, empty, or this very corpus.
         words (Sequence[str], optional): words to speak. (Default: ``WORDS_V2``, all 35)
         num_speakers (int, optional): speakers in all splits. (Default: ``500``)
         val_speakers (int, optional): speakers listed in ``validation_list.txt``. (Default: ``50``)
@@ -306,30 +308,26 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
 
     Returns:
         Path: ``root``.
+
+    Raises:
+        DatasetError: ``root`` holds anything but this corpus (the message says what differs), or
+            ``words`` cannot be folder names.
     """
     root = Path(root)
     words = [str(w) for w in words]
     if not words or len(set(words)) != len(words) or any(not w or "/" in w or w[0] in "._" for w in words):
-        raise ValueError(f"words must be distinct folder names (no '/', not starting with '.' or '_'), got {words}")
+        raise DatasetError(f"words {words}: a synthetic corpus needs distinct words that can be folder names; "
+                           "pass words without '/' that do not start with '.' or '_'")
     if clips_per_speaker < 1 or noise_seconds <= 0:
         raise ValueError(f"need clips_per_speaker >= 1 and noise_seconds > 0, got {clips_per_speaker}, {noise_seconds}")
     params = dict(format=FORMAT, espeak=espeak_version(), words=words, num_speakers=num_speakers,
                   val_speakers=val_speakers, test_speakers=test_speakers, clips_per_speaker=clips_per_speaker,
                   seed=seed, noise_seconds=noise_seconds, accents=list(accents), variants=list(variants))
-    try:
-        if json.loads((root / MARKER).read_text())["params"] == params:
-            return root
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    readme = root / "README.md"
-    ours = (root / MARKER).exists() or readme.is_file() and readme.read_text(errors="replace").startswith(README_TITLE)
-    if root.exists() and (not root.is_dir() or any(root.iterdir()) and not ours):
-        raise ValueError(f"{root} exists and is not a synthetic corpus (no {MARKER}): "
-                         "pass a new or empty folder so nothing else is overwritten")
+    if _holds_corpus(root, params):
+        return root
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
-    stage, old = root.parent / f".{root.name}.partial", root.parent / f".{root.name}.old"
-    for debris in (stage, old):
-        shutil.rmtree(debris, ignore_errors=True)
+    stage = root.parent / f".{root.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)  # what an interrupted build of this corpus left
     (stage / BACKGROUND_NOISE_DIR).mkdir(parents=True)
     for w in words:
         (stage / w).mkdir()
@@ -355,10 +353,41 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     (stage / "README.md").write_text(_readme(params, speakers))
     (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")
     if root.exists():
-        root.rename(old)  # swap by renames: at every moment root is the old corpus, absent, or the new one
+        root.rmdir()  # empty, as _holds_corpus found it; had anything appeared since, this fails and loses nothing
     stage.rename(root)
-    shutil.rmtree(old, ignore_errors=True)
     return root
+
+
+def _holds_corpus(root: Path, params: dict) -> bool:
+    """Whether ``root`` already is the corpus of ``params`` (True) or is free to build it in (False).
+
+    Raises:
+        DatasetError: ``root`` holds anything else; the message names what differs and the way out.
+    """
+    if not root.exists() or root.is_dir() and not any(root.iterdir()):
+        return False
+    try:
+        found = dict(json.loads((root / MARKER).read_text())["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DatasetError(f"{root}: exists and is not a complete synthetic corpus (no readable {MARKER}), and it is "
+                           "never overwritten; pass a new or empty data.root=... for the synthetic corpus, or "
+                           f"data=folder data.root={root} to train on the clips it holds") from None
+    if found == params:
+        return True
+    differences = "; ".join(_difference(key, found.get(key), params.get(key)) for key in {**params, **found}
+                            if found.get(key) != params.get(key))
+    raise DatasetError(f"{root}: holds a synthetic corpus made with other parameters ({differences}), and a corpus "
+                       "is never replaced; pass a new data.root=..., or delete the folder yourself to rebuild it")
+
+
+def _difference(key: str, there, asked) -> str:
+    """One parameter's two values, briefly: lists by their size and the items that differ."""
+    if not (isinstance(there, list) and isinstance(asked, list)):
+        return f"{key}: {there} there, {asked} asked"
+    added, dropped = [x for x in asked if x not in there], [x for x in there if x not in asked]
+    changes = [f"{verb} [{', '.join(map(str, items[:5]))}{', ...' if len(items) > 5 else ''}]"
+               for verb, items in (("adds", added), ("drops", dropped)) if items]
+    return f"{key}: {len(there)} there, {len(asked)} asked ({', '.join(changes) or 'in another order'})"
 
 
 def _readme(params: dict, speakers: dict[str, list[Voice]]) -> str:

@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
+import speechrnn.datamodule  # noqa: F401  registers the resolvers of conf/data/synthetic.yaml, which tests compose
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

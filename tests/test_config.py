@@ -1,5 +1,7 @@
 """Every Hydra preset composes and instantiates; config mistakes give a clear error."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+
+from speechrnn.datamodule import synthetic_dir
+from speechrnn.labels import WORDS_V2
+from speechrnn.synth import MARKER
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
@@ -71,3 +77,35 @@ def test_a_frontend_rate_the_data_pipeline_does_not_produce_is_refused(tmp_path)
     cfg = compose_train(["features.sample_rate=8000", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="features.sample_rate=8000"):
         train(cfg)
+
+
+SMALL_SYNTH = ["data.synth.num_speakers=3", "data.synth.val_speakers=1", "data.synth.test_speakers=1",
+               "+data.synth.noise_seconds=1", "+data.synth.progress=false"]
+
+
+def test_custom_keywords_get_a_synthetic_corpus_of_their_own_with_the_other_words_as_fillers(tmp_path):
+    cfg = compose_train(["task=custom", "data.words=[yes,hello]", f"paths.data_dir={tmp_path}", *SMALL_SYNTH])
+    instantiate(cfg.data).prepare_data()
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic-yes-hello"]  # and no data/synthetic
+    words = json.loads((tmp_path / "synthetic-yes-hello" / MARKER).read_text())["params"]["words"]
+    assert words[:2] == ["yes", "hello"] and sorted(words[2:]) == sorted(set(WORDS_V2) - {"yes"})
+
+
+def test_custom_keywords_without_unknown_get_a_corpus_of_only_those_words(tmp_path):
+    cfg = compose_train(["task=custom", "data.words=[yes,hello]", "+data.unknown=false", f"paths.data_dir={tmp_path}"])
+    assert cfg.data.root == f"{tmp_path}/synthetic-yes-hello-only"
+    assert list(cfg.data.synth.words) == ["yes", "hello"]
+
+
+def test_a_long_keyword_list_names_its_corpus_by_a_hash():
+    words = [f"keyword{i}" for i in range(12)]
+    name = synthetic_dir("custom", words)
+    assert re.fullmatch(r"synthetic-[0-9a-f]{10}", name)
+    assert synthetic_dir("custom", words[::-1]) != name
+
+
+@pytest.mark.parametrize("task", ["kws12", "kws35"])
+def test_the_standard_tasks_keep_the_default_corpus(task, tmp_path):
+    cfg = compose_train([f"task={task}", f"paths.data_dir={tmp_path}"])
+    assert cfg.data.root == f"{tmp_path}/synthetic"
+    assert list(cfg.data.synth.words) == list(WORDS_V2)  # generate_corpus's default: existing corpora stay valid

@@ -29,7 +29,7 @@ from speechrnn.cache import decode_split
 from speechrnn.checkpoint import load_model
 from speechrnn.dataset import DatasetError, Item
 from speechrnn.evaluate import folder_clips
-from speechrnn.errors import NonFiniteLossError
+from speechrnn.errors import NonFiniteLossError, friendly
 from speechrnn.module import KeywordModule
 from speechrnn.predict import predict_proba
 from speechrnn.report import classification_report, write_report
@@ -330,6 +330,25 @@ def test_cache_killed_before_its_index_is_decoded_again(corpus, tmp_path, monkey
     monkeypatch.undo()
     clips = decode_split(items, ["yes"], tmp_path)
     assert len(clips) == len(items) and clips.waves.any(axis=1).all()
+
+
+# --- the synthetic corpus and the user's folders ----------------------------------------------
+
+def test_the_synthetic_corpus_is_never_built_over_a_users_folder(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    write_wav(mine / "yes" / "me_nohash_0.wav", tone(300))
+    (mine / "notes.txt").write_text("keep me\n")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    with initialize_config_dir(str(CONF), version_base="1.3"):  # python -m speechrnn.train data.root=mine trainer=debug
+        cfg = compose("train", overrides=[f"data.root={mine}", "trainer=debug", f"paths.data_dir={tmp_path / 'data'}",
+                                          f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit:
+        friendly(train)(cfg)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit.value.code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"error: {mine}: ") and f"data=folder data.root={mine}" in errors[0]
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".mine*"))  # no half-built corpus beside it
 
 
 # --- config errors ---------------------------------------------------------------------------

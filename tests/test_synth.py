@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from speechrnn import synth
+from speechrnn.dataset import DatasetError
 from speechrnn.synth import MARKER, NOISES, Voice, generate_corpus, main, sample_speakers, synthesize
 
 SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1,
@@ -82,30 +84,35 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(corpus, tmp_pa
     assert other["_background_noise_/white_noise.wav"] != tree(corpus)["_background_noise_/white_noise.wav"]
 
 
-def test_second_call_reuses_and_changed_parameters_regenerate(tmp_path):
+def test_second_call_reuses_the_corpus_untouched(tmp_path):
     root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     assert generate_corpus(root, seed=0, **SMALL) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes
 
-    generate_corpus(root, seed=0, **{**SMALL, "words": ("yes", "go")})
-    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["_background_noise_", "go", "yes"]
-    assert json.loads((root / MARKER).read_text())["params"]["words"] == ["yes", "go"]
-    assert not list(tmp_path.glob(".sc.*"))  # no staging or old copy left beside it
+
+def test_a_corpus_made_with_other_parameters_is_refused_and_left_untouched(corpus):
+    before = tree(corpus)
+    with pytest.raises(DatasetError, match=r"other parameters \(words: 3 there, 3 asked \(adds \[go\], drops \[up\]\); "
+                                           r"seed: 0 there, 1 asked\).*new data.root=.*delete the folder yourself"):
+        generate_corpus(corpus, seed=1, **{**SMALL, "words": ("yes", "no", "go")})
+    assert tree(corpus) == before
+    assert not list(corpus.parent.glob(".sc.*"))  # nothing was built beside it either
 
 
-def test_missing_marker_means_incomplete_and_is_regenerated(tmp_path):
-    root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
+def test_a_folder_with_a_users_file_is_refused_and_left_untouched_even_if_it_looks_like_a_corpus(corpus, tmp_path):
+    root = tmp_path / "sc"
+    shutil.copytree(corpus, root)
+    (root / MARKER).unlink()  # a corpus's README and clips, but no marker: whose it is cannot be told
+    (root / "yes" / "my_recording.wav").write_bytes(b"RIFF mine")
     before = tree(root)
-    (root / MARKER).unlink()
-    (root / "yes" / "junk.wav").write_bytes(b"RIFF")  # a truncated leftover
-    generate_corpus(root, seed=0, **SMALL)
+    with pytest.raises(DatasetError, match="not a complete synthetic corpus.*data=folder"):
+        generate_corpus(root, seed=0, **SMALL)
     assert tree(root) == before
 
 
-def test_interrupted_generation_leaves_root_untouched(tmp_path, monkeypatch):
-    root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
-    before = tree(root)
+def test_interrupted_generation_leaves_no_corpus_and_the_next_run_completes_it(tmp_path, monkeypatch):
+    root = tmp_path / "sc"
     calls = []
 
     def dies_on_fifth(*args):
@@ -118,7 +125,7 @@ def test_interrupted_generation_leaves_root_untouched(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "render_clip", dies_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         generate_corpus(root, seed=1, **SMALL)
-    assert tree(root) == before  # the old corpus, complete
+    assert not root.exists()  # only the hidden staging folder holds the half-built corpus
     monkeypatch.setattr(synth, "render_clip", render)
     generate_corpus(root, seed=1, **SMALL)
     assert json.loads((root / MARKER).read_text())["params"]["seed"] == 1
@@ -127,7 +134,7 @@ def test_interrupted_generation_leaves_root_untouched(tmp_path, monkeypatch):
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_corpus(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a synthetic corpus"):
+    with pytest.raises(DatasetError, match="not a complete synthetic corpus"):
         generate_corpus(tmp_path, **SMALL)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
