@@ -35,7 +35,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
-from speechrnn.audio import SAMPLE_RATE
+from speechrnn.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.dataset import DatasetError
 from speechrnn.labels import BACKGROUND_NOISE_DIR, WORDS_V2
 
@@ -251,14 +251,14 @@ def render_clip(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray
         if duration <= MAX_SPEECH or voice.rate == 450:
             break
         voice = replace(voice, rate=min(450, math.ceil(voice.rate * duration / (0.95 * MAX_SPEECH))))
-    speech = _resampler(rate)(torch.from_numpy(raw.astype(np.float32) / 32768)).numpy()[:CLIP_SAMPLES]  # (N,)
+    speech = _resampler(rate)(as_float(torch.from_numpy(raw))).numpy()[:CLIP_SAMPLES]  # (N,)
     fade = np.minimum(1, np.minimum(np.arange(len(speech)), np.arange(len(speech))[::-1]) / FADE)
     speech *= fade * 10 ** (rng.uniform(-18, -2) / 20) / max(np.abs(speech).max(), 1e-4)  # peak -18..-2 dBFS
     clip = rng.standard_normal(CLIP_SAMPLES) * 10 ** (rng.uniform(-78, -66) / 20)  # (16000,)
     margin = min(MARGIN, (CLIP_SAMPLES - len(speech)) // 2)  # keep the word off the clip's edges
     start = int(rng.integers(margin, CLIP_SAMPLES - len(speech) - margin + 1))
     clip[start:start + len(speech)] += speech
-    return np.clip(np.round(clip * 32767), -32768, 32767).astype(np.int16)
+    return to_pcm16(torch.from_numpy(clip)).numpy()
 
 
 def make_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -278,7 +278,7 @@ def make_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndar
     elif kind == "hum":  # mains hum: 50 Hz and harmonics over faint pink noise
         x = x / x.std() * 0.05 + sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 9))
     x *= min(0.1 / x.std(), 0.9 / np.abs(x).max())  # -20 dBFS RMS unless that would clip
-    return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    return to_pcm16(torch.from_numpy(x)).numpy()
 
 
 def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500, val_speakers: int = 50,
