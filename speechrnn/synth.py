@@ -35,6 +35,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
+from speechrnn.atomic import make_temp_dir, sweep_leftovers
 from speechrnn.audio import SAMPLE_RATE
 from speechrnn.labels import BACKGROUND_NOISE_DIR, WORDS_V2
 
@@ -286,9 +287,10 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
                     progress: bool = True) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
 
-    The corpus is built in a sibling ``.<name>.partial`` folder and renamed onto ``root``
-    only when complete, with the marker ``.complete.json`` (the arguments) written last:
-    an interrupted run leaves ``root`` as it was. An existing corpus whose marker holds the
+    The corpus is built in a hidden sibling ``.partial`` folder (``atomic.make_temp_dir``:
+    a killed run's is swept by the next) and renamed onto ``root`` only when complete, with
+    the marker ``.complete.json`` (the arguments) written last: an interrupted run leaves
+    ``root`` as it was. An existing corpus whose marker holds the
     same arguments is returned untouched; a different (or marker-less) synthetic corpus is
     replaced. Same arguments give byte-identical files.
 
@@ -327,10 +329,10 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         raise ValueError(f"{root} exists and is not a synthetic corpus (no {MARKER}): "
                          "pass a new or empty folder so nothing else is overwritten")
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
-    stage, old = root.parent / f".{root.name}.partial", root.parent / f".{root.name}.old"
-    for debris in (stage, old):
-        shutil.rmtree(debris, ignore_errors=True)
-    (stage / BACKGROUND_NOISE_DIR).mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(root.parent)  # what a generator killed earlier left; a live one's stage is kept
+    stage = make_temp_dir(root)
+    (stage / BACKGROUND_NOISE_DIR).mkdir()
     for w in words:
         (stage / w).mkdir()
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
@@ -345,6 +347,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
             sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
             if split in lists:
                 lists[split].append(name)
+    except BaseException:  # e.g. Ctrl-C while rendering, where the time goes: the sweep keeps a live process's stage
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     finally:
         torch.set_num_threads(threads)
     for split, names in lists.items():
@@ -354,8 +359,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         sf.write(stage / BACKGROUND_NOISE_DIR / f"{kind}.wav", noise, SAMPLE_RATE, subtype="PCM_16")
     (stage / "README.md").write_text(_readme(params, speakers))
     (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")
+    old = make_temp_dir(root, ".old")
     if root.exists():
-        root.rename(old)  # swap by renames: at every moment root is the old corpus, absent, or the new one
+        root.rename(old / root.name)  # swap by renames: at every moment root is the old corpus, absent, or the new one
     stage.rename(root)
     shutil.rmtree(old, ignore_errors=True)
     return root
