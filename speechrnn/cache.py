@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechrnn.atomic import atomic_save, atomic_write_json
+from speechrnn.atomic import atomic_save, atomic_write_json, sweep_leftovers
 from speechrnn.audio import AudioError, fix_length, load_audio, to_pcm16
 from speechrnn.dataset import Item
 
@@ -69,6 +69,7 @@ def decode_split(items: list[Item], labels: list[str], cache_dir: str | Path, *,
     key = _key(items, labels, sample_rate, clip_samples, align)
     npy, index = cache_dir / f"{name}-{key}.npy", cache_dir / f"{name}-{key}.json"
     if not (npy.is_file() and index.is_file()):
+        sweep_leftovers(cache_dir)  # half-written arrays of a decoder killed earlier: they can be large
         waves, meta = [], {"labels": [], "paths": [], "skipped": []}
         for item in tqdm(items, desc=f"decoding {name}", unit="clip", leave=False):
             try:

@@ -12,8 +12,11 @@ augmentation draws come from ``(run seed, epoch, position)``, and the position
 within the epoch travels in the checkpoint (``state_dict``). Lightning 2.x restores
 the loop counters but not the data order or the RNG, and a stateful ``DataLoader``
 would not help: its state is dropped when ``configure_optimizers`` asks for
-``estimated_stepping_batches`` (Lightning issue #20550). Under DDP a resumed epoch
-starts its order over.
+``estimated_stepping_batches`` (Lightning issue #20550). Under DDP every rank takes
+its share of the same permutation (Lightning's own sharding is off,
+``trainer.use_distributed_sampler=false``), the position counts the clips of all
+ranks, and each rank's batch is seeded by its own position, so the ranks draw
+different augmentations and a resumed DDP run also skips exactly what was trained on.
 """
 
 from __future__ import annotations
@@ -59,20 +62,35 @@ def _mix(*ints: int) -> int:
 
 
 class EpochSampler(Sampler[int]):
-    """A fresh shuffle every epoch, drawn from ``(seed, epoch)`` so any epoch's order can be rebuilt.
+    """A fresh shuffle every epoch, drawn from ``(seed, epoch)`` so any epoch's order can be
+    rebuilt; under DDP, this rank's share of it.
 
-    ``consumed`` counts the clips trained on so far in the epoch (the data module advances it
-    per batch). ``resume_at(epoch, consumed)`` makes the next pass over that epoch skip the
-    clips a killed run had already trained on; ``len`` stays the whole epoch, as Lightning's
-    restored progress counters expect.
+    Every rank draws the same permutation and takes its positions ``rank, rank + world_size,
+    ...``: the ranks' clips are disjoint and together make the epoch. When ``world_size`` does
+    not divide ``num_clips``, the permutation is padded with its own first positions to a
+    multiple of ``world_size`` (as ``DistributedSampler`` pads by default), so every rank has
+    ``ceil(num_clips / world_size)`` clips and takes as many steps as the others, and every
+    clip is trained on each epoch, at most ``world_size - 1`` of them twice.
+
+    ``consumed`` counts the positions of the (padded) permutation that all ranks together
+    have trained on so far in the epoch (the data module advances it by ``world_size`` x the
+    batch). ``resume_at(epoch, consumed)`` makes the next pass over that epoch skip them and
+    share out the rest as before, so a resumed run trains on exactly the clips the killed run
+    had not (resumed with another ``world_size``, the skip is rounded down to a multiple of it,
+    so the ranks stay level: a few clips are trained on again). ``len`` stays the rank's whole
+    epoch, as Lightning's restored progress counters expect.
 
     Args:
         num_clips (int): size of the dataset.
         seed (int): shuffling seed.
+        rank (int, optional): this process's rank, ``0 <= rank < world_size``. (Default: ``0``)
+        world_size (int, optional): number of processes sharing the epoch. (Default: ``1``)
     """
 
-    def __init__(self, num_clips: int, seed: int):
-        self.num_clips, self.seed = num_clips, seed
+    def __init__(self, num_clips: int, seed: int, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        self.num_clips, self.seed, self.rank, self.world_size = num_clips, seed, rank, world_size
         self.epoch, self.consumed, self._skip = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -84,13 +102,15 @@ class EpochSampler(Sampler[int]):
         self.epoch, self._skip = epoch, consumed
 
     def __len__(self) -> int:
-        return self.num_clips
+        return -(-self.num_clips // self.world_size)
 
     def __iter__(self):
-        start, self._skip = self._skip, 0
+        start, self._skip = self._skip - self._skip % self.world_size, 0  # level, even if the killed run had other ranks
         self.consumed = start
         order = torch.randperm(self.num_clips, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
-        yield from order[start:].tolist()
+        # (len * world_size,): the order, then its first positions again
+        padded = order[torch.arange(len(self) * self.world_size) % max(self.num_clips, 1)]
+        yield from padded[start + self.rank::self.world_size].tolist()
 
 
 def check_label_folders(root: Path, folders: list[str], labels: list[str]) -> None:
@@ -257,14 +277,12 @@ class SpeechCommandsData(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        self.train_sampler = EpochSampler(len(self.splits["training"]), self.seed)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        self.train_sampler = EpochSampler(len(self.splits["training"]), self.seed, rank, world_size)
         if self._resume:
-            if self.trainer is not None and self.trainer.world_size > 1:
-                log.warning("resuming under DDP: epoch %d starts its order over", self._resume["epoch"])
-            else:
-                self.train_sampler.resume_at(self._resume["epoch"], self._resume["consumed"])
-                # the position is restored here, so Lightning's "not resumable" warning does not apply
-                warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+            self.train_sampler.resume_at(self._resume["epoch"], self._resume["consumed"])
+            # the position is restored here, so Lightning's "not resumable" warning does not apply
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
             self._resume = None
         return DataLoader(ClipDataset(self.splits["training"]), batch_size=self.batch_size,
                           sampler=self.train_sampler, num_workers=self.num_workers,
@@ -278,9 +296,10 @@ class SpeechCommandsData(L.LightningDataModule):
             wave, label, index = batch
             sampler = self.train_sampler
             # this batch's random draws (here and SpecAugment in the step) depend only on where it is,
-            # so a resumed run repeats them exactly
-            torch.manual_seed(_mix(self.augment_seed, sampler.epoch, sampler.consumed))
-            sampler.consumed += len(label)
+            # so a resumed run repeats them exactly: the position of its first clip in the epoch's
+            # order, consumed + rank under DDP, so no two ranks draw the same
+            torch.manual_seed(_mix(self.augment_seed, sampler.epoch, sampler.consumed + sampler.rank))
+            sampler.consumed += len(label) * sampler.world_size
             if self.augment is not None:
                 if self.noise.device != wave.device:
                     self.noise = self.noise.to(wave.device)  # once, not every batch

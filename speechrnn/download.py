@@ -16,7 +16,6 @@ import http.client
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from tqdm import tqdm
+
+from speechrnn.atomic import make_temp_dir, sweep_leftovers
 
 BASE_URL = "http://download.tensorflow.org/data/"
 MARKER = ".speechrnn-extracted"  # written last inside a finished extraction
@@ -251,7 +252,8 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
                     f"refusing to extract {archive}: member {member.name!r} {reason}; "
                     "use an archive from a source you trust"
                 )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        sweep_leftovers(target.parent)  # the half-extracted folder of an extraction killed earlier
+        tmp = make_temp_dir(target)
         try:
             # The "data" filter (Python >= 3.11.4) is a second line of defence.
             extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -205,3 +206,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+class EMAWeightAverage(EMAWeightAveraging):
+    """Lightning's ``EMAWeightAveraging``, with the average copied into the model when fit ends
+    rather than when training ends, so every checkpoint keeps the raw weights to resume from.
+
+    Lightning's callback copies the average into the model in ``on_train_end``, and Lightning
+    runs the ``ModelCheckpoint`` callbacks after all others. A ``ModelCheckpoint`` with
+    ``save_last`` that has saved nothing yet writes ``last.ckpt`` in its own ``on_train_end``:
+    here the step checkpoint of a run shorter than ``every_n_train_steps``. That ``last.ckpt``
+    stored the average as the raw weights too (``current_model_state``, which
+    ``on_load_checkpoint`` puts back into the model), so a continued run went on from the
+    average. ``on_fit_end`` comes after every callback's ``on_train_end``: the model holds the
+    raw weights while those checkpoints are written, and the average once ``fit`` returns.
+
+    Args:
+        **kwargs: ``EMAWeightAveraging``'s (``decay``, ``update_every_n_steps``, ...).
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the raw weights in the model while the checkpoint callbacks save at train end."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)  # Lightning's copy of the average into the model

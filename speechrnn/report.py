@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text
+from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text, sweep_leftovers
 from speechrnn.dataset import SILENCE_CUT
 
 
@@ -135,6 +135,7 @@ def write_report(report: dict, out_dir: str | Path, *, extra: dict | None = None
         raise ValueError(f"extra fields {clash} would overwrite report fields; rename them")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out_dir)  # what an evaluation killed mid-write left
     paths = {"json": out_dir / "report.json", "csv": out_dir / "confusion_matrix.csv",
              "png": out_dir / "confusion_matrix.png"}
     atomic_write_json(paths["json"], {**report, **extra})

@@ -35,6 +35,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
+from speechrnn.atomic import make_temp_dir, sweep_leftovers
 from speechrnn.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.dataset import DatasetError
 from speechrnn.labels import BACKGROUND_NOISE_DIR, WORDS_V2
@@ -287,12 +288,13 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
                     progress: bool = True) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
 
-    The corpus is built in a sibling ``.<name>.partial`` folder and renamed onto ``root``
-    only when complete, with the marker ``.complete.json`` (the arguments) written last:
-    an interrupted run leaves ``root`` as it was. An existing corpus whose marker holds the
-    same arguments is returned untouched. Anything else in ``root`` (someone's files, a
-    corpus made with other arguments, one without its marker) is refused and never
-    replaced: it may be all the user has. Same arguments give byte-identical files.
+    The corpus is built in a hidden sibling ``.partial`` folder (``atomic.make_temp_dir``:
+    a killed run's is swept by the next) and renamed onto ``root`` only when complete, with
+    the marker ``.complete.json`` (the arguments) written last: an interrupted run leaves
+    ``root`` as it was. An existing corpus whose marker holds the same arguments is returned
+    untouched. Anything else in ``root`` (someone's files, a corpus made with other arguments,
+    one without its marker) is refused and never replaced: it may be all the user has. Same
+    arguments give byte-identical files.
 
     Args:
         root (str | Path): the corpus folder; it must be new, empty, or this very corpus.
@@ -326,9 +328,10 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     if _holds_corpus(root, params):
         return root
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
-    stage = root.parent / f".{root.name}.partial"
-    shutil.rmtree(stage, ignore_errors=True)  # what an interrupted build of this corpus left
-    (stage / BACKGROUND_NOISE_DIR).mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(root.parent)  # what a generator killed earlier left; a live one's stage is kept
+    stage = make_temp_dir(root)
+    (stage / BACKGROUND_NOISE_DIR).mkdir()
     for w in words:
         (stage / w).mkdir()
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
@@ -343,6 +346,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
             sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
             if split in lists:
                 lists[split].append(name)
+    except BaseException:  # e.g. Ctrl-C while rendering, where the time goes: the sweep keeps a live process's stage
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     finally:
         torch.set_num_threads(threads)
     for split, names in lists.items():

@@ -19,9 +19,10 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from speechrnn.atomic import atomic_write_json, atomic_write_text
+from speechrnn.atomic import atomic_write_json, atomic_write_text, sweep_leftovers
 from speechrnn.audio import SAMPLE_RATE
 from speechrnn.checkpoint import CheckpointError, load_model
 from speechrnn.errors import ConfigError, check_config_types, friendly
@@ -44,6 +45,7 @@ def train(cfg: DictConfig) -> dict:
                               "pass ckpt_path=runs/<run>/checkpoints/last.ckpt of the interrupted run")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out)  # temp files of a run killed while writing config.yaml or metrics.json
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
@@ -55,6 +57,8 @@ def train(cfg: DictConfig) -> dict:
         module.model.frontend.fit_normalization(data.train_waves())
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    for folder in {c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath}:
+        sweep_leftovers(folder)  # a half-written checkpoint of a run killed mid-save
     logger = instantiate(cfg.logger)
     if cfg.ckpt_path:
         _keep_metrics_of_killed_run(logger)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import soundfile as sf
 import torch
 
 import speechrnn.datamodule  # noqa: F401  registers the resolvers of conf/data/synthetic.yaml, which tests compose
+from speechrnn import atomic
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -69,3 +73,25 @@ def one_thread():
     Function-scoped, so it runs after ``same_threads_in_every_test`` has set the default."""
     torch.set_num_threads(1)
     yield
+
+
+# sweep_leftovers asks with os.kill(pid, 0) whether a writer is alive; elsewhere it removes nothing
+needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="sweeping needs POSIX signals")
+
+
+def killed_writers_leftover(target: Path, kind: str = "file") -> Path:
+    """What a writer killed mid-write leaves beside ``target``: its half-written temp file
+    (``kind="file"``) or its ``make_temp_dir`` folder (``".partial"``, ``".old"``), named by
+    ``speechrnn.atomic`` as a process of this host that has since exited would name it."""
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(atomic, "_owner", lambda: f"{atomic._host()}.{dead.pid}")
+        if kind == "file":
+            fd, path = atomic._make_temp(target)
+            os.write(fd, b"half a file")
+            os.close(fd)
+        else:
+            path = atomic.make_temp_dir(target, kind)
+            (path / "half.wav").write_bytes(b"half a file")
+    return path

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,11 @@ from speechrnn.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    make_temp_dir,
+    sweep_leftovers,
 )
+
+from conftest import killed_writers_leftover, needs_posix_signals
 
 
 def leftovers(directory: Path, keep: str) -> list[str]:
@@ -153,11 +158,9 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_write_leaves_previous_file_intact(tmp_path):
-    if not hasattr(signal, "SIGKILL"):
-        pytest.skip("needs SIGKILL")
-    target = tmp_path / "model.ckpt"
-    target.write_bytes(b"previous good checkpoint")
+@contextmanager
+def writer_in_the_middle_of(target: Path):
+    """A process that is writing ``target`` with ``atomic_write``; it is SIGKILLed when the block exits."""
     repo_root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
     with subprocess.Popen([sys.executable, "-c", WRITER, str(target)],
@@ -165,12 +168,71 @@ def test_sigkill_mid_write_leaves_previous_file_intact(tmp_path):
         try:
             line = proc.stdout.readline()
             assert line == b"writing\n", proc.stderr.read().decode()
+            yield
         finally:
             proc.send_signal(signal.SIGKILL)  # mid-write on success; cleanup on failure
             proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_write_leaves_previous_file_intact(tmp_path):
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL")
+    target = tmp_path / "model.ckpt"
+    target.write_bytes(b"previous good checkpoint")
+    with writer_in_the_middle_of(target):
+        pass
     assert target.read_bytes() == b"previous good checkpoint"
     # The killed writer's partial data sits in a hidden temp file, not in the target.
     (stray,) = leftovers(tmp_path, "model.ckpt")
     assert stray.startswith(".model.") and stray.endswith(".tmp.ckpt")
     assert (tmp_path / stray).stat().st_size >= 11 * 65536
+
+
+# --- sweeping what killed writers left -------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_writers_temp_file_is_swept_only_once_the_writer_is_dead(tmp_path):
+    target = tmp_path / "model.ckpt"
+    target.write_bytes(b"previous good checkpoint")
+    with writer_in_the_middle_of(target):
+        (stray,) = leftovers(tmp_path, "model.ckpt")
+        assert sweep_leftovers(tmp_path) == []  # another run (or DDP rank) still writing it
+        assert (tmp_path / stray).is_file()
+    assert sweep_leftovers(tmp_path) == [tmp_path / stray]  # killed: nobody will finish it
+    assert leftovers(tmp_path, "model.ckpt") == []
+    assert target.read_bytes() == b"previous good checkpoint"
+
+
+def test_a_sweep_during_this_processs_own_write_lets_the_write_finish(tmp_path):
+    target = tmp_path / "report.json"
+    with atomic_write(target) as f:
+        f.write("{}")
+        assert sweep_leftovers(tmp_path) == []
+    assert target.read_text() == "{}"
+
+
+@needs_posix_signals
+def test_a_sweep_removes_a_killed_builders_folder(tmp_path):
+    stage = killed_writers_leftover(tmp_path / "corpus", ".partial")
+    assert sweep_leftovers(tmp_path) == [stage]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_never_touches_files_the_product_did_not_make(tmp_path, monkeypatch):
+    mine = [".hidden", ".model.tmp.ckpt", "model.1234.abcdefgh.tmp.ckpt", ".model.vm.1.abcdefgh.ckpt", "notes.txt"]
+    for name in mine:
+        (tmp_path / name).write_text("the user's")
+    (tmp_path / ".corpus.partial").mkdir()
+    # a temp file of another machine sharing the folder: its writer cannot be checked from here
+    monkeypatch.setattr("speechrnn.atomic._host", lambda: "othermachine")
+    other = killed_writers_leftover(tmp_path / "model.ckpt")
+    monkeypatch.undo()
+    assert sweep_leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*mine, ".corpus.partial", other.name])
+
+
+def test_make_temp_dir_refuses_a_suffix_the_sweep_would_not_know(tmp_path):
+    with pytest.raises(ValueError, match="suffix"):
+        make_temp_dir(tmp_path / "corpus", ".tmp")
+    assert list(tmp_path.iterdir()) == []

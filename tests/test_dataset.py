@@ -119,3 +119,40 @@ def test_normalisation_clips_are_drawn_from_every_label_not_the_sorted_head(tone
     labels = {int(split.labels[int((rows == w).all(1).nonzero()[0])]) for w in drawn}
     head = {int(x) for x in split.labels[:8]}  # the split is sorted by label: its head is two words
     assert len(drawn) == 8 and len(head) == 2 and len(labels) > len(head)
+
+
+# --- the epoch's order, shared by DDP ranks ---------------------------------------------------
+
+def shares(num_clips: int, world_size: int, *, epoch: int = 0, consumed: int = 0) -> list[list[int]]:
+    """What each rank of ``world_size`` trains on in ``epoch`` after the first ``consumed`` positions."""
+    from speechrnn.datamodule import EpochSampler
+    samplers = [EpochSampler(num_clips, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
+    for s in samplers:
+        s.resume_at(epoch, consumed)
+    return [list(s) for s in samplers]
+
+
+def test_ranks_take_turns_through_the_one_permutation_of_the_epoch():
+    (whole,) = shares(24, 1, epoch=3)
+    ranks = shares(24, 3, epoch=3)
+    assert sorted(whole) == list(range(24)) and whole != list(range(24))  # shuffled
+    assert [ranks[k % 3][k // 3] for k in range(24)] == whole  # rank r: positions r, r + 3, ...
+
+
+def test_ranks_get_equal_shares_padded_with_the_first_clips_of_the_order():
+    (whole,) = shares(10, 1)
+    ranks = shares(10, 4)
+    assert [len(r) for r in ranks] == [3, 3, 3, 3]  # ceil(10 / 4): every rank takes the same steps
+    assert sorted(sum(ranks, [])) == sorted(whole + whole[:2])  # every clip, the first two twice
+
+
+def test_a_resumed_epoch_skips_exactly_the_positions_every_rank_trained_on():
+    ranks = shares(24, 2)
+    resumed = shares(24, 2, consumed=2 * 3 * 2)  # killed after 2 steps of batch 3 on each of 2 ranks
+    assert resumed == [r[2 * 3:] for r in ranks]
+
+
+def test_resumed_with_other_ranks_the_rest_of_the_epoch_is_shared_level():
+    (whole,) = shares(24, 1)
+    resumed = shares(24, 3, consumed=2 * 3 * 2)  # the killed run had 2 ranks, the resumed one 3
+    assert [len(r) for r in resumed] == [4, 4, 4] and sorted(sum(resumed, [])) == sorted(whole[12:])

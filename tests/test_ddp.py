@@ -1,30 +1,48 @@
-"""``trainer=ddp``: two CPU processes (gloo) train to the same weights as one process.
+"""``trainer=ddp``: two CPU processes (gloo) share each epoch and train to the same weights as one process.
 
 Same global batch on both sides: one process with batch 2b, or two with b each, and
-DDP averages the two halves' gradients into the whole batch's gradient. Which clips
-form a batch is not the same, though: under DDP Lightning wraps the data module's
-``EpochSampler`` in a ``DistributedSamplerWrapper`` that shuffles its order again
-(seeded by ``PL_GLOBAL_SEED`` and the epoch) before giving each rank every second
-clip. So the test makes each epoch one global batch (the 24 training clips; 2b = 24,
-no padding), where the order cannot matter, and turns off random augmentation (each
-process draws its own). What is left is the order of float additions: ~1e-7.
+DDP averages the two halves' gradients into the whole batch's gradient. The data
+module's ``EpochSampler`` gives rank r of w the positions r, r + w, ... of the epoch's
+one permutation, so the two ranks' clips of a step are the one process's batch. Each
+epoch is one global batch (the 24 training clips; 2b = 24, no padding) and random
+augmentation is off (each rank draws its own, by design), so what is left is the order
+of float additions: ~1e-7.
 """
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from speechrnn.datamodule import EpochSampler
 from speechrnn.module import KeywordModule
 
 from conftest import tone, write_wav
 
+pytestmark = pytest.mark.slow  # two training subprocesses, shared by the module's tests
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = {"yes": 300.0, "no": 700.0, "up": 1500.0, "down": 2500.0}
-B, EPOCHS = 12, 3  # per-process batch; 24 training clips -> 1 step of 2B per epoch
+B, EPOCHS, CLIPS = 12, 3, 24  # per-process batch; 24 training clips -> 1 step of 2B per epoch
+SEED = 7  # data.seed: the epochs' order
 TOL = 1e-5  # max |weight difference|; float reordering gives ~1e-7, the weights move by ~1e-2
+
+
+class RecordBatches(Callback):
+    """Test instrument: each training batch's clip indices and the seed its random draws come from,
+    one JSON line per batch in ``<folder>/rank<r>.jsonl``."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": trainer.current_epoch, "clips": batch[2].tolist(),
+                                "seed": torch.initial_seed()}) + "\n")
 
 
 def _folder(base: Path) -> Path:
@@ -39,25 +57,39 @@ def _folder(base: Path) -> Path:
 
 
 def _train(base: Path, name: str, *overrides: str) -> tuple[str, dict]:
-    """``python -m speechrnn.train`` in a subprocess; returns its stderr and its last checkpoint."""
+    """``python -m speechrnn.train`` in a subprocess, recording its batches in ``base/name``; returns its stderr and last checkpoint."""
+    (base / name).mkdir()
     cmd = [sys.executable, "-m", "speechrnn.train", "data=folder", f"data.root={base / 'tones'}",
            f"paths.data_dir={base / 'data'}", f"hydra.run.dir={base / name}", "data.augment=null",
-           "+data.silence_percentage=0", "model.specaugment=null", "model.scheduler=null",
+           "+data.silence_percentage=0", f"+data.seed={SEED}", "model.specaugment=null", "model.scheduler=null",
            "model.encoder.hidden_size=16", f"trainer.max_epochs={EPOCHS}", "trainer.enable_progress_bar=false",
-           "test=false", "callbacks.model_checkpoint.monitor=null", *overrides]  # monitor=null: last.ckpt every epoch
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+           "test=false", "callbacks.model_checkpoint.monitor=null",  # monitor=null: last.ckpt every epoch
+           "+callbacks.record._target_=test_ddp.RecordBatches", f"+callbacks.record.folder={base / name}", *overrides]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stderr, torch.load(base / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    _folder(tmp_path)
-    _, one = _train(tmp_path, "one", f"data.batch_size={2 * B}")
-    log, two = _train(tmp_path, "ddp", "trainer=ddp", "trainer.devices=2", f"data.batch_size={B}")
+def _batches(run: Path, rank: int) -> list[dict]:
+    return [json.loads(line) for line in (run / f"rank{rank}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same training as one process of batch 2B and as two gloo processes of batch B: (base, one, ddp log, ddp)."""
+    base = tmp_path_factory.mktemp("ddp")
+    _folder(base)
+    _, one = _train(base, "one", f"data.batch_size={2 * B}")
+    log, two = _train(base, "ddp", "trainer=ddp", "trainer.devices=2", f"data.batch_size={B}")
+    return base, one, log, two
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(runs):
+    _, one, log, two = runs
     assert "MEMBER: 2/2" in log and "distributed_backend=gloo" in log
 
-    steps = EPOCHS * 24 // (2 * B)
+    steps = EPOCHS * CLIPS // (2 * B)
     assert one["global_step"] == two["global_step"] == steps
     torch.manual_seed(0)  # train.py seeds with seed=0 before building the module
     init = KeywordModule(**one["hyper_parameters"]).state_dict()
@@ -66,3 +98,24 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
             f"{key}: 1 vs 2 processes differ by {(w - two['state_dict'][key]).abs().max():.2e}"
     moved = max((w - init[k]).abs().max().item() for k, w in one["state_dict"].items() if "encoder" in k)
     assert moved > 100 * TOL  # the runs trained: agreement is not both standing still
+
+
+def test_the_ranks_take_turns_through_each_epochs_one_order(runs):
+    base, *_ = runs
+    ranks = [_batches(base / "ddp", r) for r in range(2)]
+    for epoch in range(EPOCHS):
+        order = EpochSampler(CLIPS, SEED)
+        order.set_epoch(epoch)
+        (zero,), (one,) = ([b["clips"] for b in batches if b["epoch"] == epoch] for batches in ranks)
+        assert [clip for pair in zip(zero, one) for clip in pair] == list(order), epoch  # disjoint, the whole epoch
+
+
+def test_each_rank_seeds_its_random_draws_differently(runs):
+    base, *_ = runs
+    zero, one = ({b["seed"] for b in _batches(base / "ddp", r)} for r in range(2))
+    assert len(zero) == len(one) == EPOCHS and not zero & one
+
+
+def test_checkpoints_count_the_clips_of_every_rank(runs):
+    _, one, _, two = runs
+    assert two["SpeechCommandsData"] == one["SpeechCommandsData"] == {"epoch": EPOCHS - 1, "consumed": CLIPS}

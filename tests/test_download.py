@@ -16,6 +16,8 @@ import soundfile as sf
 
 from speechrnn import download as dl
 
+from conftest import killed_writers_leftover, needs_posix_signals
+
 MAX_REQUESTS = 20  # a runaway retry loop fails the test instead of hanging it
 
 
@@ -225,6 +227,15 @@ def test_safe_extract_marks_completion(tmp_path, archive_bytes):
         "abcd0000_nohash_0.wav", "abcd0001_nohash_0.wav"
     ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@needs_posix_signals
+def test_extraction_sweeps_what_a_killed_extraction_left(tmp_path, archive_bytes):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(archive_bytes)
+    half = killed_writers_leftover(tmp_path / "out", ".partial")
+    dl.safe_extract(archive, tmp_path / "out")
+    assert not half.exists()
 
 
 def test_truncated_archive_is_a_one_line_error(tmp_path, archive_bytes):

@@ -35,7 +35,7 @@ from speechrnn.predict import predict_proba
 from speechrnn.report import classification_report, write_report
 from speechrnn.train import train
 
-from conftest import tone, write_wav
+from conftest import killed_writers_leftover, needs_posix_signals, tone, write_wav
 from test_resume import tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,6 +349,17 @@ def test_the_synthetic_corpus_is_never_built_over_a_users_folder(tmp_path, capsy
     assert errors[0].startswith(f"error: {mine}: ") and f"data=folder data.root={mine}" in errors[0]
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.glob(".mine*"))  # no half-built corpus beside it
+@needs_posix_signals
+def test_the_next_run_sweeps_what_writers_killed_in_its_folders_left(corpus, tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "data" / "cache"
+    for folder in (run, run / "checkpoints", run / "test", cache):
+        folder.mkdir(parents=True)
+    stray = [killed_writers_leftover(run / "metrics.json"), killed_writers_leftover(run / "checkpoints" / "last.ckpt"),
+             killed_writers_leftover(run / "test" / "report.json"), killed_writers_leftover(cache / "training-0.npy")]
+    train(compose_train(f"data.root={corpus / 'clean'}", f"paths.data_dir={tmp_path / 'data'}",
+                        f"paths.output_dir={run}"))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "test" / "report.json").is_file()
+    assert [p for p in stray if p.exists()] == []
 
 
 # --- config errors ---------------------------------------------------------------------------

@@ -58,6 +58,23 @@ class PauseAt(Callback):
             time.sleep(600)
 
 
+class SaveWeights(Callback):
+    """Test instrument: save the module's weights to ``path`` when training starts (``at="start"``,
+    after a continued run has loaded its checkpoint) or when each epoch ends (``at="epoch_end"``:
+    the raw weights, validation's swap to the average undone)."""
+
+    def __init__(self, path: str, at: str):
+        self.path, self.at = Path(path), at
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.at == "start":
+            torch.save(pl_module.state_dict(), self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.at == "epoch_end":
+            torch.save(pl_module.state_dict(), self.path)
+
+
 def tone_corpus(root: Path) -> Path:
     """yes/no/up/bed as tones, 8 speakers each, speaker 0 for validation and 1 for testing."""
     words = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}
@@ -69,6 +86,13 @@ def tone_corpus(root: Path) -> Path:
     write_wav(root / "_background_noise_" / "white.wav",
               (0.1 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32))
     return root
+
+
+def train_in_process(base: Path, out: Path, *extra: str) -> dict:
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*TRAIN, f"data.root={base / 'tones'}", f"paths.data_dir={base / 'data'}",
+                                          f"paths.output_dir={out}", *extra])
+    return train(cfg)
 
 
 def train_cli(base: Path, run: Path, *extra: str, **kw) -> subprocess.Popen:
@@ -158,6 +182,25 @@ def test_run_killed_mid_epoch_resumes_from_last_ckpt_and_ends_like_an_uninterrup
     for state in ("state_dict", "current_model_state"):  # the weight average, and the raw weights it averages
         for name, value in reference_final[state].items():
             torch.testing.assert_close(final[state][name], value, rtol=RESUME_RTOL, atol=RESUME_ATOL, msg=name)
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_the_step_checkpoint_continues_from_its_raw_weights_not_their_average(tmp_path):
+    tone_corpus(tmp_path / "tones")
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    short = ["callbacks.step_checkpoint.every_n_train_steps=1000", "test=false"]  # it never fires: last.ckpt is saved at train end
+    save = "+callbacks.weights._target_=test_resume.SaveWeights"
+    train_in_process(tmp_path, run, *short, "trainer.max_epochs=1", save, f"+callbacks.weights.path={tmp_path / 'raw.pt'}",
+                     "+callbacks.weights.at=epoch_end")
+    raw, saved = torch.load(tmp_path / "raw.pt"), torch.load(last, weights_only=False)
+    key = "model.encoder.layers.0.W_hh"
+    assert not torch.equal(saved["state_dict"][key], raw[key])  # the average, what best.ckpt and the model use
+    assert all(torch.equal(saved["current_model_state"][k], w) for k, w in raw.items())
+
+    train_in_process(tmp_path, run, *short, "trainer.max_epochs=2", f"ckpt_path={last}", save,
+                     f"+callbacks.weights.path={tmp_path / 'start.pt'}", "+callbacks.weights.at=start")
+    start = torch.load(tmp_path / "start.pt")
+    assert all(torch.equal(start[k], w) for k, w in raw.items())
 
 
 def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):

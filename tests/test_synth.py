@@ -16,6 +16,8 @@ from speechrnn import synth
 from speechrnn.dataset import DatasetError
 from speechrnn.synth import MARKER, NOISES, Voice, generate_corpus, main, sample_speakers, synthesize
 
+from conftest import killed_writers_leftover, needs_posix_signals
+
 SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1,
              noise_seconds=1.0, progress=False)
 
@@ -130,6 +132,13 @@ def test_interrupted_generation_leaves_no_corpus_and_the_next_run_completes_it(t
     generate_corpus(root, seed=1, **SMALL)
     assert json.loads((root / MARKER).read_text())["params"]["seed"] == 1
     assert not list(tmp_path.glob(".sc.*"))
+
+
+@needs_posix_signals
+def test_what_a_killed_generation_left_is_swept_by_the_next(tmp_path):
+    stage, old = killed_writers_leftover(tmp_path / "sc", ".partial"), killed_writers_leftover(tmp_path / "sc", ".old")
+    generate_corpus(tmp_path / "sc", seed=0, **SMALL)
+    assert not stage.exists() and not old.exists()
 
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_corpus(tmp_path):
