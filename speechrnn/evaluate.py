@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from speechrnn import answers_version
 from speechrnn.audio import ALIGNMENTS
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.checkpoint import load_model
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return report
 
 
+@answers_version
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @friendly
 def main(cfg: DictConfig) -> None:

@@ -21,6 +21,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from speechrnn import answers_version
 from speechrnn.atomic import atomic_write_json, atomic_write_text
 from speechrnn.audio import SAMPLE_RATE
 from speechrnn.checkpoint import CheckpointError, load_model
@@ -86,6 +87,7 @@ def _keep_metrics_of_killed_run(logger: object) -> None:
         old.rename(old.with_name(f"metrics.part{n}.csv"))
 
 
+@answers_version
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @friendly
 def main(cfg: DictConfig) -> None:
