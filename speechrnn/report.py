@@ -4,7 +4,8 @@ Computed with numpy alone (no sklearn) so evaluation has no extra dependency.
 ``write_report`` puts ``report.json``, ``confusion_matrix.csv`` and
 ``confusion_matrix.png`` in one folder, and ``write_predictions`` a clip-by-clip
 ``predictions.csv`` beside them, through ``atomic`` so a crash mid-evaluation never
-leaves a truncated result beside a finished-looking one.
+leaves a truncated result beside a finished-looking one. ``write_curves`` draws a run's
+training curves from its ``metrics.csv`` the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text
 from speechrnn.dataset import SILENCE_CUT
@@ -143,6 +145,65 @@ def write_report(report: dict, out_dir: str | Path, *, extra: dict | None = None
     fig = _plot_confusion(report)
     atomic_save(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return paths
+
+
+# (panel, train metric, validation metric) of curves.png, as KeywordModule logs them per epoch
+CURVES = (("loss", "train/loss_epoch", "val/loss"), ("accuracy", "train/acc_epoch", "val/acc"))
+
+
+def read_curves(log_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Each metric of ``CURVES`` by epoch, from a run's ``metrics.csv``.
+
+    A resumed run's log folder also holds the killed run's ``metrics.partN.csv``; they are read
+    first, so the curves span the whole run and an epoch logged twice keeps its later value. A
+    last line the kill cut short (Lightning appends the CSV as it goes) is left out.
+
+    Args:
+        log_dir (str | Path): the folder of ``metrics.csv`` (``runs/<run>/logs``).
+
+    Returns:
+        dict[str, dict[int, float]]: metric name -> {epoch: value}; empty dicts without a log.
+    """
+    log_dir = Path(log_dir)
+    parts = sorted(log_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part")))
+    curves: dict[str, dict[int, float]] = {key: {} for _, *keys in CURVES for key in keys}
+    for path in [*parts, log_dir / "metrics.csv"]:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line the kill cut short has no line end yet
+        for row in csv.DictReader(io.StringIO(complete)):
+            for key, values in curves.items():
+                if row.get(key):  # empty where this row logged other metrics
+                    values[int(row["epoch"])] = float(row[key])
+    return curves
+
+
+def plot_curves(curves: dict[str, dict[int, float]]) -> Figure:
+    """One panel per ``CURVES`` entry, train and validation against the epoch."""
+    fig = Figure(figsize=(10.0, 4.0))
+    FigureCanvasAgg(fig)  # as _plot_confusion: no pyplot state
+    for ax, (title, *keys) in zip(fig.subplots(1, len(CURVES)), CURVES):
+        for key in keys:
+            epochs = sorted(curves[key])
+            ax.plot(epochs, [curves[key][e] for e in epochs], marker="o", markersize=3, label=key)
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_curves(log_dir: str | Path) -> Path | None:
+    """Draw ``read_curves(log_dir)`` into ``log_dir/curves.png`` atomically; ``None`` before any epoch is logged."""
+    curves = read_curves(log_dir)
+    if not any(curves.values()):
+        return None
+    path = Path(log_dir) / "curves.png"
+    fig = plot_curves(curves)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return path
 
 
 def format_report(report: dict) -> str:

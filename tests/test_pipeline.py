@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from speechrnn.checkpoint import load_model
 from speechrnn.predict import predict_proba, predict_steps
+from speechrnn.report import read_curves
 from speechrnn.train import train
 
 from conftest import tone, write_wav
@@ -66,6 +67,12 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     assert len(files) < len(predictions)  # kws12's _silence_ clips are cut from background noise, not files
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
+
+
+def test_train_draws_its_curves_beside_metrics_csv(trained):
+    out, _, _ = trained
+    assert (out / "logs" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(sorted(epochs) == [0, 1, 2] for epochs in read_curves(out / "logs").values())  # what it draws
 
 
 def test_best_checkpoint_holds_the_weight_average_and_the_raw_weights_to_resume(trained):
