@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from speechrnn.checkpoint import load_model
+from speechrnn.evaluate import evaluate
 from speechrnn.predict import predict_proba, predict_steps
 from speechrnn.report import read_curves
 from speechrnn.train import train
@@ -126,6 +128,18 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     assert set(reports[0]["per_class"]["yes"]) >= {"precision", "recall", "f1"}
     printed = next(line for line in res.stdout.splitlines() if line.startswith("accuracy at each step"))
     assert printed.split(": ")[1].split() == [f"{100 * a:.1f}" for a in reports[1]["step_accuracy"]]
+
+
+def test_evaluate_shows_a_bar_over_the_clips_while_classifying_on_a_terminal(trained, tmp_path, capsys, monkeypatch):
+    out, root, _ = trained
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", f"folder={root}",
+                                             f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/eval", "batch_size=4"])
+    evaluate(cfg)  # decodes the folder into the cache: the second run is the silent one
+    assert "classifying" not in capsys.readouterr().err  # no bar in a pipe or a log
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # what tqdm asks before it draws
+    clips = evaluate(cfg)["num_samples"]
+    assert re.search(rf"classifying: +0%.*\| 0/{clips} \[", capsys.readouterr().err)  # a bar over every clip
 
 
 def test_evaluate_lays_short_clips_where_align_says(trained, tmp_path):
