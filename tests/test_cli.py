@@ -8,7 +8,8 @@ import torch
 
 import speechrnn
 
-COMMANDS = ("train", "evaluate", "transcribe", "export", "download", "streamtest", "ablation", "bench", "synth")
+COMMANDS = ("train", "evaluate", "transcribe", "export", "download", "streamtest", "ablation", "bench", "synth",
+            "info")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from speechrnn.checkpoint import load_model
 from speechrnn.evaluate import evaluate
+from speechrnn.info import main as info_main
 from speechrnn.predict import predict_proba, predict_steps
 from speechrnn.report import read_curves
 from speechrnn.train import train
@@ -179,6 +180,51 @@ def test_transcribe_prints_one_line_per_clip(trained):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()[1:]
     assert len(lines) == 3 and all(str(c) in line for c, line in zip(clips, lines))
+
+
+def _info(capsys, *args) -> str:
+    assert info_main([*map(str, args)]) == 0
+    return capsys.readouterr().out
+
+
+def test_info_tells_what_a_checkpoint_and_its_run_know(trained, capsys):
+    out, root, metrics = trained
+    info = json.loads(_info(capsys, out / "checkpoints" / "best.ckpt", "--format", "json"))
+    model = load_model(out / "checkpoints" / "best.ckpt")
+    assert info["labels"] == model.labels and info["features"]["n_mfcc"] == model.frontend.n_mfcc
+    assert info["encoder"]["kind"] == "rnn" and info["encoder"]["hidden_size"] == 32
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert (info["training"]["root"], info["training"]["task"], info["training"]["seed"]) == (str(root), "kws12", 0)
+    assert info["metrics"]["test/acc"] == metrics["test/acc"]
+    saved = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert (info["epoch"], info["step"]) == (saved["epoch"], saved["global_step"]) and info["step"] > 0
+    text = _info(capsys, out / "checkpoints" / "best.ckpt").splitlines()
+    assert [line.split()[0] for line in text] == ["checkpoint", "labels", "features", "encoder", "training", "test"]
+    assert f"{metrics['test/acc']:.4f} of this checkpoint" in text[-1]
+    assert f"{metrics['test/acc']:.4f} of the run's best.ckpt, not last.ckpt" in _info(
+        capsys, out / "checkpoints" / "last.ckpt")  # the test accuracy is the best checkpoint's
+
+
+def test_info_of_a_checkpoint_moved_out_of_its_run_still_tells_the_model(trained, tmp_path, capsys):
+    out, _, _ = trained
+    moved = tmp_path / "checkpoints" / "model.ckpt"  # a checkpoints folder, but no run around it
+    moved.parent.mkdir()
+    moved.write_bytes((out / "checkpoints" / "best.ckpt").read_bytes())
+    info = json.loads(_info(capsys, moved, "--format", "json"))
+    assert info["labels"] == load_model(moved).labels
+    assert info["training"] is None and info["metrics"] is None
+    assert "training    unknown" in _info(capsys, moved)
+
+
+@pytest.mark.parametrize("make, reason", [(lambda p: None, "checkpoint not found"),
+                                          (lambda p: p.write_text("not a checkpoint"), "not a readable PyTorch")])
+def test_info_of_a_missing_or_non_checkpoint_file_is_one_line(tmp_path, capsys, make, reason):
+    path = tmp_path / "best.ckpt"
+    make(path)
+    with pytest.raises(SystemExit) as done:
+        info_main([str(path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith(f"error: {path}: {reason}") and err.count("\n") == 1
 
 
 def test_missing_dataset_is_one_line(tmp_path):
