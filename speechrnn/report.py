@@ -5,17 +5,21 @@ Computed with numpy alone (no sklearn) so evaluation has no extra dependency.
 ``confusion_matrix.png`` in one folder, and ``write_predictions`` a clip-by-clip
 ``predictions.csv`` beside them, through ``atomic`` so a crash mid-evaluation never
 leaves a truncated result beside a finished-looking one. ``write_curves`` draws a run's
-training curves from its ``metrics.csv`` the same way.
+training curves from its ``metrics.csv`` the same way, and ``write_summary`` tabulates the
+runs of a multirun (``MultirunSummary``, the Hydra callback that calls it when one ends).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import yaml
+from hydra.experimental.callback import Callback
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -204,6 +208,69 @@ def write_curves(log_dir: str | Path) -> Path | None:
     fig = plot_curves(curves)
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return path
+
+
+SUMMARY_METRICS = ("test/acc", "val/acc", "best_checkpoint")  # of each run's metrics.json
+
+
+def summarize_runs(sweep_dir: str | Path) -> dict:
+    """The runs of a Hydra multirun side by side: what sets each apart, and its ``metrics.json``.
+
+    Args:
+        sweep_dir (str | Path): the multirun's folder (``multirun/<time>``), one run folder per job.
+
+    Returns:
+        dict: ``common``, the overrides every run shares, and ``runs``, one dict per run in job
+        order: ``run`` (its folder in ``sweep_dir``), ``overrides`` (the others, space-separated)
+        and ``SUMMARY_METRICS`` (``None`` where the run wrote no ``metrics.json``).
+    """
+    sweep_dir = Path(sweep_dir)
+    runs = sorted((p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")),
+                  key=lambda d: (len(str(d)), str(d)))  # job numbers in order: 9 before 10
+    overrides = {d: yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [] for d in runs}
+    common = [o for o in overrides[runs[0]] if all(o in v for v in overrides.values())] if runs else []
+    rows = []
+    for d in runs:
+        metrics = d / "metrics.json"
+        saved = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        rows.append({"run": str(d.relative_to(sweep_dir)),
+                     "overrides": " ".join(o for o in overrides[d] if o not in common),
+                     **{key: saved.get(key) for key in SUMMARY_METRICS}})
+    return {"common": common, "runs": rows}
+
+
+def format_summary(summary: dict) -> str:
+    """``summarize_runs``' answer as a Markdown table, the shared overrides above it."""
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    header = ["run", "overrides", *SUMMARY_METRICS]
+    lines = [f"every run: {' '.join(summary['common']) or '(no overrides)'}", "",
+             f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    lines += [f"| {' | '.join(cell(row[key]) for key in header)} |" for row in summary["runs"]]
+    return "\n".join(lines)
+
+
+def write_summary(sweep_dir: str | Path) -> str:
+    """Write ``summary.md``, ``summary.csv`` and ``summary.json`` of ``summarize_runs`` into ``sweep_dir``
+    atomically; returns the Markdown."""
+    sweep_dir = Path(sweep_dir)
+    summary = summarize_runs(sweep_dir)
+    text = format_summary(summary)
+    header = ["run", "overrides", *SUMMARY_METRICS]
+    atomic_write_text(sweep_dir / "summary.md", text + "\n")
+    _write_csv(sweep_dir / "summary.csv", [header, *([row[key] for key in header] for row in summary["runs"])])
+    atomic_write_json(sweep_dir / "summary.json", summary)
+    return text
+
+
+class MultirunSummary(Callback):
+    """Hydra callback: when a multirun (``-m``, ``experiment=compare``) ends, print one table of its
+    runs and write it beside them (``write_summary``). Registered under ``hydra.callbacks``."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"{write_summary(sweep_dir)}\nsummary: {sweep_dir / 'summary.md'} (.csv, .json)")
 
 
 def format_report(report: dict) -> str:

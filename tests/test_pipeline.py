@@ -227,6 +227,23 @@ def test_info_of_a_missing_or_non_checkpoint_file_is_one_line(tmp_path, capsys, 
     assert done.value.code == 2 and err.startswith(f"error: {path}: {reason}") and err.count("\n") == 1
 
 
+def test_a_multirun_ends_with_one_table_of_its_runs(tone_folder, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run("speechrnn.train", "-m", "model=rnn,gru", "data=folder", f"data.root={tone_folder}",
+              f"paths.data_dir={tmp_path}/data", "trainer=debug", "trainer.enable_progress_bar=false",
+              "data.batch_size=8", "model.encoder.hidden_size=16", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [row["overrides"] for row in summary["runs"]] == ["model=rnn", "model=gru"]
+    for row in summary["runs"]:
+        saved = json.loads((sweep / row["run"] / "metrics.json").read_text())
+        assert (row["test/acc"], row["val/acc"]) == (saved["test/acc"], saved["val/acc"])
+        assert Path(row["best_checkpoint"]).is_file()
+    table = (sweep / "summary.md").read_text()
+    assert table.count("\n| ") == 2 + 1 and table.strip() in res.stdout  # header and two runs, also printed
+    assert len(list(csv.reader((sweep / "summary.csv").open()))) == 1 + 2
+
+
 def test_missing_dataset_is_one_line(tmp_path):
     res = run("speechrnn.train", "data=folder", f"data.root={tmp_path}/nothing", f"paths.data_dir={tmp_path}",
               f"hydra.run.dir={tmp_path}/run")
