@@ -211,6 +211,7 @@ def write_curves(log_dir: str | Path) -> Path | None:
 
 
 SUMMARY_METRICS = ("test/acc", "val/acc", "best_checkpoint")  # of each run's metrics.json
+SUMMARY_COLUMNS = ("run", "overrides", *SUMMARY_METRICS)
 
 
 def summarize_runs(sweep_dir: str | Path) -> dict:
@@ -244,29 +245,30 @@ def format_summary(summary: dict) -> str:
     def cell(value: Any) -> str:
         return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    header = ["run", "overrides", *SUMMARY_METRICS]
     lines = [f"every run: {' '.join(summary['common']) or '(no overrides)'}", "",
-             f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
-    lines += [f"| {' | '.join(cell(row[key]) for key in header)} |" for row in summary["runs"]]
+             f"| {' | '.join(SUMMARY_COLUMNS)} |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += [f"| {' | '.join(cell(row[key]) for key in SUMMARY_COLUMNS)} |" for row in summary["runs"]]
     return "\n".join(lines)
 
 
 def write_summary(sweep_dir: str | Path) -> str:
-    """Write ``summary.md``, ``summary.csv`` and ``summary.json`` of ``summarize_runs`` into ``sweep_dir``
-    atomically; returns the Markdown."""
+    """``summarize_runs(sweep_dir)`` as ``summary.md``, ``.csv``, ``.json`` there, atomically; returns the table."""
     sweep_dir = Path(sweep_dir)
     summary = summarize_runs(sweep_dir)
     text = format_summary(summary)
-    header = ["run", "overrides", *SUMMARY_METRICS]
     atomic_write_text(sweep_dir / "summary.md", text + "\n")
-    _write_csv(sweep_dir / "summary.csv", [header, *([row[key] for key in header] for row in summary["runs"])])
+    _write_csv(sweep_dir / "summary.csv",
+               [SUMMARY_COLUMNS, *([row[key] for key in SUMMARY_COLUMNS] for row in summary["runs"])])
     atomic_write_json(sweep_dir / "summary.json", summary)
     return text
 
 
 class MultirunSummary(Callback):
-    """Hydra callback: when a multirun (``-m``, ``experiment=compare``) ends, print one table of its
-    runs and write it beside them (``write_summary``). Registered under ``hydra.callbacks``."""
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): one table of a multirun's runs at its end.
+
+    After ``-m`` or ``experiment=compare`` the runs lie in separate folders; ``write_summary``
+    puts them side by side in the sweep folder, and the table is printed.
+    """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
