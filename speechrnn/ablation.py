@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from speechrnn import version_line
 from speechrnn.atomic import atomic_write_json
 from speechrnn.checkpoint import load_model
 from speechrnn.errors import friendly
@@ -109,6 +110,7 @@ def markdown(rows: list[dict]) -> str:
 @friendly
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m speechrnn.ablation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--models", default="rnn,gru,lstm", help="comma-separated encoders (default rnn,gru,lstm)")
     p.add_argument("--real-test", help="a real Speech Commands-layout folder evaluated zero-shot")
     p.add_argument("--fsdd", help="the FSDD folder in Speech Commands layout")

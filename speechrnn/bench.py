@@ -45,6 +45,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 import speechrnn.datamodule  # noqa: F401  registers the resolvers cfg.data.root uses
+from speechrnn import version_line
 from speechrnn.atomic import atomic_write_json
 from speechrnn.dataset import task_labels
 from speechrnn.features import MFCC
@@ -383,6 +384,7 @@ def run(quick: bool = False, device: str | None = None, data_dir: str = "data", 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m speechrnn.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 3 rounds: checks it runs (seconds)")
     parser.add_argument("--out", default="runs/bench.json", help="JSON results (default: runs/bench.json)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")

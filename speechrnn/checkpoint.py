@@ -25,6 +25,15 @@ def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
     Raises:
         CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
     """
+    return load_checkpoint(path, map_location)[0]
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[KeywordSpotter, dict]:
+    """``load_model``'s model, and the checkpoint it came from (``epoch``, ``global_step``, ``hyper_parameters``, ...).
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; pass the .ckpt written by python -m speechrnn.train "
@@ -44,4 +53,4 @@ def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise CheckpointError(f"{path}: weights do not fit the model its settings describe ({first})") from None
-    return model.eval()
+    return model.eval(), ckpt

@@ -384,20 +384,26 @@ def _stem(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m speechrnn.download --version v0.02 --subset test``: fetch, verify, extract; print the folder."""
+    """``python -m speechrnn.download --dataset-version v0.02 --subset test``: fetch, verify, extract.
+
+    Prints the folder. ``--version`` prints speechrnn's version, as on every command.
+    """
     import argparse
 
+    from speechrnn import version_line
     from speechrnn.errors import friendly
 
     p = argparse.ArgumentParser(prog="python -m speechrnn.download", description=main.__doc__)
-    p.add_argument("--version", default="v0.02", choices=("v0.01", "v0.02"))
+    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--dataset-version", default="v0.02", choices=("v0.01", "v0.02"),
+                   help="Speech Commands release (default %(default)s)")
     p.add_argument("--subset", default="train", choices=("train", "test"),
                    help="train: the dataset; test: the separately released canonical test set")
     p.add_argument("--cache-dir", default="data/", help="where archives and extracted folders go (default data/)")
     p.add_argument("--base-url", default=None, help="a mirror of the official address")
     a = p.parse_args(argv)
-    print(friendly(prepare_speech_commands)(None, version=a.version, subset=a.subset, cache_dir=a.cache_dir,
-                                            base_url=a.base_url))
+    print(friendly(prepare_speech_commands)(None, version=a.dataset_version, subset=a.subset,
+                                            cache_dir=a.cache_dir, base_url=a.base_url))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from speechrnn import answers_version
 from speechrnn.audio import ALIGNMENTS
 from speechrnn.cache import ClipArray, decode_split
 from speechrnn.checkpoint import load_model
@@ -42,7 +43,7 @@ def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], o
     if list(labels) != model.labels:
         raise DatasetError(f"the dataset's labels {labels} differ from the checkpoint's {model.labels}; "
                            "evaluate with the task the model was trained on")
-    probs, steps = predict_steps(model, clips.waves, batch_size)  # (N, C), (N, T)
+    probs, steps = predict_steps(model, clips.waves, batch_size, progress=True)  # (N, C), (N, T)
     report = classification_report(clips.labels, probs.argmax(-1).numpy(), model.labels)
     step_accuracy = (steps == torch.as_tensor(clips.labels)[:, None]).double().mean(0)  # (T,)
     extra = dict(extra or {}, skipped=clips.skipped, step_accuracy=step_accuracy.tolist())
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return report
 
 
+@answers_version
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @friendly
 def main(cfg: DictConfig) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechrnn import version_line
 from speechrnn.checkpoint import load_model
 from speechrnn.errors import friendly
 from speechrnn.model import KeywordSpotter
@@ -123,6 +124,7 @@ def export(ckpt: str | Path, out: str | Path, formats: tuple[str, ...] = ("torch
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m speechrnn.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("checkpoint", help="a .ckpt written by python -m speechrnn.train")
     p.add_argument("--out", required=True, help="folder for model.onnx and model.pt")
     p.add_argument("--format", choices=("all", "onnx", "torchscript"), default="all")

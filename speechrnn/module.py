@@ -41,6 +41,7 @@ from speechrnn.dataset import SILENCE_CUT, STAGE_SPLITS
 from speechrnn.diagnostics import hidden_grad_norms
 from speechrnn.errors import NonFiniteLossError
 from speechrnn.model import KeywordSpotter
+from speechrnn.report import write_curves
 
 
 AUX_PROFILES = ("uniform", "linear")
@@ -230,3 +231,20 @@ class EMAWeightAverage(EMAWeightAveraging):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)  # Lightning's copy of the average into the model
+class TrainingCurves(L.Callback):
+    """Redraws ``logs/curves.png`` (``report.write_curves``) from ``logs/metrics.csv`` as training goes.
+
+    Lightning writes an epoch's train metrics after every epoch-end hook, so each epoch is drawn
+    when the next one starts and the last when training ends: a killed run has its picture too.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._draw(trainer)
+
+    def _draw(self, trainer: L.Trainer) -> None:
+        log_dir = getattr(trainer.logger, "log_dir", None)
+        if log_dir and trainer.is_global_zero:
+            write_curves(log_dir)

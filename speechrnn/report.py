@@ -4,19 +4,25 @@ Computed with numpy alone (no sklearn) so evaluation has no extra dependency.
 ``write_report`` puts ``report.json``, ``confusion_matrix.csv`` and
 ``confusion_matrix.png`` in one folder, and ``write_predictions`` a clip-by-clip
 ``predictions.csv`` beside them, through ``atomic`` so a crash mid-evaluation never
-leaves a truncated result beside a finished-looking one.
+leaves a truncated result beside a finished-looking one. ``write_curves`` draws a run's
+training curves from its ``metrics.csv`` the same way, and ``write_summary`` tabulates the
+runs of a multirun (``MultirunSummary``, the Hydra callback that calls it when one ends).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import yaml
+from hydra.experimental.callback import Callback
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text, sweep_leftovers
 from speechrnn.dataset import SILENCE_CUT
@@ -144,6 +150,130 @@ def write_report(report: dict, out_dir: str | Path, *, extra: dict | None = None
     fig = _plot_confusion(report)
     atomic_save(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     return paths
+
+
+# (panel, train metric, validation metric) of curves.png, as KeywordModule logs them per epoch
+CURVES = (("loss", "train/loss_epoch", "val/loss"), ("accuracy", "train/acc_epoch", "val/acc"))
+
+
+def read_curves(log_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Each metric of ``CURVES`` by epoch, from a run's ``metrics.csv``.
+
+    A resumed run's log folder also holds the killed run's ``metrics.partN.csv``; they are read
+    first, so the curves span the whole run and an epoch logged twice keeps its later value. A
+    last line the kill cut short (Lightning appends the CSV as it goes) is left out.
+
+    Args:
+        log_dir (str | Path): the folder of ``metrics.csv`` (``runs/<run>/logs``).
+
+    Returns:
+        dict[str, dict[int, float]]: metric name -> {epoch: value}; empty dicts without a log.
+    """
+    log_dir = Path(log_dir)
+    parts = sorted(log_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part")))
+    curves: dict[str, dict[int, float]] = {key: {} for _, *keys in CURVES for key in keys}
+    for path in [*parts, log_dir / "metrics.csv"]:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line the kill cut short has no line end yet
+        for row in csv.DictReader(io.StringIO(complete)):
+            for key, values in curves.items():
+                if row.get(key):  # empty where this row logged other metrics
+                    values[int(row["epoch"])] = float(row[key])
+    return curves
+
+
+def plot_curves(curves: dict[str, dict[int, float]]) -> Figure:
+    """One panel per ``CURVES`` entry, train and validation against the epoch."""
+    fig = Figure(figsize=(10.0, 4.0))
+    FigureCanvasAgg(fig)  # as _plot_confusion: no pyplot state
+    for ax, (title, *keys) in zip(fig.subplots(1, len(CURVES)), CURVES):
+        for key in keys:
+            epochs = sorted(curves[key])
+            ax.plot(epochs, [curves[key][e] for e in epochs], marker="o", markersize=3, label=key)
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_curves(log_dir: str | Path) -> Path | None:
+    """Draw ``read_curves(log_dir)`` into ``log_dir/curves.png`` atomically; ``None`` before any epoch is logged."""
+    curves = read_curves(log_dir)
+    if not any(curves.values()):
+        return None
+    path = Path(log_dir) / "curves.png"
+    fig = plot_curves(curves)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return path
+
+
+SUMMARY_METRICS = ("test/acc", "val/acc", "best_checkpoint")  # of each run's metrics.json
+SUMMARY_COLUMNS = ("run", "overrides", *SUMMARY_METRICS)
+
+
+def summarize_runs(sweep_dir: str | Path) -> dict:
+    """The runs of a Hydra multirun side by side: what sets each apart, and its ``metrics.json``.
+
+    Args:
+        sweep_dir (str | Path): the multirun's folder (``multirun/<time>``), one run folder per job.
+
+    Returns:
+        dict: ``common``, the overrides every run shares, and ``runs``, one dict per run in job
+        order: ``run`` (its folder in ``sweep_dir``), ``overrides`` (the others, space-separated)
+        and ``SUMMARY_METRICS`` (``None`` where the run wrote no ``metrics.json``).
+    """
+    sweep_dir = Path(sweep_dir)
+    runs = sorted((p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")),
+                  key=lambda d: (len(str(d)), str(d)))  # job numbers in order: 9 before 10
+    overrides = {d: yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()) or [] for d in runs}
+    common = [o for o in overrides[runs[0]] if all(o in v for v in overrides.values())] if runs else []
+    rows = []
+    for d in runs:
+        metrics = d / "metrics.json"
+        saved = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        rows.append({"run": str(d.relative_to(sweep_dir)),
+                     "overrides": " ".join(o for o in overrides[d] if o not in common),
+                     **{key: saved.get(key) for key in SUMMARY_METRICS}})
+    return {"common": common, "runs": rows}
+
+
+def format_summary(summary: dict) -> str:
+    """``summarize_runs``' answer as a Markdown table, the shared overrides above it."""
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = [f"every run: {' '.join(summary['common']) or '(no overrides)'}", "",
+             f"| {' | '.join(SUMMARY_COLUMNS)} |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines += [f"| {' | '.join(cell(row[key]) for key in SUMMARY_COLUMNS)} |" for row in summary["runs"]]
+    return "\n".join(lines)
+
+
+def write_summary(sweep_dir: str | Path) -> str:
+    """``summarize_runs(sweep_dir)`` as ``summary.md``, ``.csv``, ``.json`` there, atomically; returns the table."""
+    sweep_dir = Path(sweep_dir)
+    summary = summarize_runs(sweep_dir)
+    text = format_summary(summary)
+    atomic_write_text(sweep_dir / "summary.md", text + "\n")
+    _write_csv(sweep_dir / "summary.csv",
+               [SUMMARY_COLUMNS, *([row[key] for key in SUMMARY_COLUMNS] for row in summary["runs"])])
+    atomic_write_json(sweep_dir / "summary.json", summary)
+    return text
+
+
+class MultirunSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): one table of a multirun's runs at its end.
+
+    After ``-m`` or ``experiment=compare`` the runs lie in separate folders; ``write_summary``
+    puts them side by side in the sweep folder, and the table is printed.
+    """
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"{write_summary(sweep_dir)}\nsummary: {sweep_dir / 'summary.md'} (.csv, .json)")
 
 
 def format_report(report: dict) -> str:

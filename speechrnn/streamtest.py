@@ -34,6 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from speechrnn import version_line
 from speechrnn.audio import as_float, load_audio, load_noise, load_pcm16
 from speechrnn.dataset import DatasetError, scan, split_clips
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
@@ -112,6 +113,7 @@ def read_labels(path: Path) -> list[tuple[str, float]]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.streamtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--model", required=True, help="a .ckpt from speechrnn.train or a model.onnx from speechrnn.export")
     p.add_argument("--data", default="data/synthetic", help="Speech Commands-layout dataset (default %(default)s)")
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))

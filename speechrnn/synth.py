@@ -35,6 +35,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
+from speechrnn import version_line
 from speechrnn.atomic import make_temp_dir, sweep_leftovers
 from speechrnn.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.dataset import DatasetError
@@ -411,6 +412,7 @@ def _readme(params: dict, speakers: dict[str, list[Voice]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m speechrnn.synth --root data/synthetic --seed 0``: generate (or reuse) a corpus."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--root", default="data/synthetic", help="corpus folder (default: %(default)s)")
     p.add_argument("--words", default=",".join(WORDS_V2), help="comma-separated (default: the 35 of v0.02)")
     for name, default in (("seed", 0), ("num_speakers", 500), ("val_speakers", 50), ("test_speakers", 50),

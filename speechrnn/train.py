@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from speechrnn import answers_version
 from speechrnn.atomic import atomic_write_json, atomic_write_text, sweep_leftovers
 from speechrnn.audio import SAMPLE_RATE
 from speechrnn.checkpoint import CheckpointError, load_model
@@ -90,6 +91,7 @@ def _keep_metrics_of_killed_run(logger: object) -> None:
         old.rename(old.with_name(f"metrics.part{n}.csv"))
 
 
+@answers_version
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @friendly
 def main(cfg: DictConfig) -> None:

@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from speechrnn import version_line
 from speechrnn.audio import AudioError, as_float, find_audio, fix_length, load_pcm16
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.errors import friendly
@@ -174,6 +175,7 @@ def render(results: list[dict], fmt: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.transcribe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx from speechrnn.export")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive), glob patterns, or - for PCM on stdin")
     p.add_argument("--top-k", type=int, default=3, help="labels listed per clip (default 3)")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from speechrnn.checkpoint import load_model
+from speechrnn.evaluate import evaluate
+from speechrnn.info import main as info_main
 from speechrnn.predict import predict_proba, predict_steps
+from speechrnn.report import read_curves
 from speechrnn.train import train
 
 from conftest import tone, write_wav
@@ -66,6 +70,12 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     assert len(files) < len(predictions)  # kws12's _silence_ clips are cut from background noise, not files
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
+
+
+def test_train_draws_its_curves_beside_metrics_csv(trained):
+    out, _, _ = trained
+    assert (out / "logs" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(sorted(epochs) == [0, 1, 2] for epochs in read_curves(out / "logs").values())  # what it draws
 
 
 def test_best_checkpoint_holds_the_weight_average_and_the_raw_weights_to_resume(trained):
@@ -122,6 +132,18 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
     assert printed.split(": ")[1].split() == [f"{100 * a:.1f}" for a in reports[1]["step_accuracy"]]
 
 
+def test_evaluate_shows_a_bar_over_the_clips_while_classifying_on_a_terminal(trained, tmp_path, capsys, monkeypatch):
+    out, root, _ = trained
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", f"folder={root}",
+                                             f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/eval", "batch_size=4"])
+    evaluate(cfg)  # decodes the folder into the cache: the second run is the silent one
+    assert "classifying" not in capsys.readouterr().err  # no bar in a pipe or a log
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # what tqdm asks before it draws
+    clips = evaluate(cfg)["num_samples"]
+    assert re.search(rf"classifying: +0%.*\| 0/{clips} \[", capsys.readouterr().err)  # a bar over every clip
+
+
 @pytest.mark.slow
 def test_evaluate_lays_short_clips_where_align_says(trained, tmp_path):
     out, _, _ = trained
@@ -160,6 +182,68 @@ def test_transcribe_prints_one_line_per_clip(trained):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()[1:]
     assert len(lines) == 3 and all(str(c) in line for c, line in zip(clips, lines))
+
+
+def _info(capsys, *args) -> str:
+    assert info_main([*map(str, args)]) == 0
+    return capsys.readouterr().out
+
+
+def test_info_tells_what_a_checkpoint_and_its_run_know(trained, capsys):
+    out, root, metrics = trained
+    info = json.loads(_info(capsys, out / "checkpoints" / "best.ckpt", "--format", "json"))
+    model = load_model(out / "checkpoints" / "best.ckpt")
+    assert info["labels"] == model.labels and info["features"]["n_mfcc"] == model.frontend.n_mfcc
+    assert info["encoder"]["kind"] == "rnn" and info["encoder"]["hidden_size"] == 32
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    assert (info["training"]["root"], info["training"]["task"], info["training"]["seed"]) == (str(root), "kws12", 0)
+    assert info["metrics"]["test/acc"] == metrics["test/acc"]
+    saved = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert (info["epoch"], info["step"]) == (saved["epoch"], saved["global_step"]) and info["step"] > 0
+    text = _info(capsys, out / "checkpoints" / "best.ckpt").splitlines()
+    assert [line.split()[0] for line in text] == ["checkpoint", "labels", "features", "encoder", "training", "test"]
+    assert f"{metrics['test/acc']:.4f} of this checkpoint" in text[-1]
+    assert f"{metrics['test/acc']:.4f} of the run's best.ckpt, not last.ckpt" in _info(
+        capsys, out / "checkpoints" / "last.ckpt")  # the test accuracy is the best checkpoint's
+
+
+def test_info_of_a_checkpoint_moved_out_of_its_run_still_tells_the_model(trained, tmp_path, capsys):
+    out, _, _ = trained
+    moved = tmp_path / "checkpoints" / "model.ckpt"  # a checkpoints folder, but no run around it
+    moved.parent.mkdir()
+    moved.write_bytes((out / "checkpoints" / "best.ckpt").read_bytes())
+    info = json.loads(_info(capsys, moved, "--format", "json"))
+    assert info["labels"] == load_model(moved).labels
+    assert info["training"] is None and info["metrics"] is None
+    assert "training    unknown" in _info(capsys, moved)
+
+
+@pytest.mark.parametrize("make, reason", [(lambda p: None, "checkpoint not found"),
+                                          (lambda p: p.write_text("not a checkpoint"), "not a readable PyTorch")])
+def test_info_of_a_missing_or_non_checkpoint_file_is_one_line(tmp_path, capsys, make, reason):
+    path = tmp_path / "best.ckpt"
+    make(path)
+    with pytest.raises(SystemExit) as done:
+        info_main([str(path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith(f"error: {path}: {reason}") and err.count("\n") == 1
+
+
+def test_a_multirun_ends_with_one_table_of_its_runs(tone_folder, tmp_path):
+    sweep = tmp_path / "sweep"
+    res = run("speechrnn.train", "-m", "model=rnn,gru", "data=folder", f"data.root={tone_folder}",
+              f"paths.data_dir={tmp_path}/data", "trainer=debug", "trainer.enable_progress_bar=false",
+              "data.batch_size=8", "model.encoder.hidden_size=16", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [row["overrides"] for row in summary["runs"]] == ["model=rnn", "model=gru"]
+    for row in summary["runs"]:
+        saved = json.loads((sweep / row["run"] / "metrics.json").read_text())
+        assert (row["test/acc"], row["val/acc"]) == (saved["test/acc"], saved["val/acc"])
+        assert Path(row["best_checkpoint"]).is_file()
+    table = (sweep / "summary.md").read_text()
+    assert table.count("\n| ") == 2 + 1 and table.strip() in res.stdout  # header and two runs, also printed
+    assert len(list(csv.reader((sweep / "summary.csv").open()))) == 1 + 2
 
 
 def test_missing_dataset_is_one_line(tmp_path):

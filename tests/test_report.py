@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.report import classification_report, format_report, write_predictions, write_report
+from speechrnn.report import (classification_report, format_report, plot_curves, read_curves, write_curves,
+                              write_predictions, write_report)
 
 LABELS = ["yes", "no", "up"]
 # true:  yes yes yes no no up
@@ -158,3 +159,40 @@ def test_predictions_csv_has_a_row_per_clip_with_its_label_prediction_and_score(
 def test_predictions_of_the_wrong_shape_are_refused(tmp_path):
     with pytest.raises(ValueError, match="need 2 paths and probabilities of shape"):
         write_predictions(tmp_path / "p.csv", ["a", "b"], [0, 1], torch.ones(2, 3), ["yes", "no"])
+
+
+# metrics.csv as Lightning's CSVLogger writes it: step rows, validation rows, train epoch-end rows
+METRICS_HEADER = "epoch,step,train/acc_epoch,train/loss_epoch,train/loss_step,val/acc,val/loss\n"
+
+
+def _epoch_rows(epoch: int, step: int, train_loss: float, val_acc: float) -> str:
+    return (f"{epoch},{step - 1},,,{train_loss + 0.5},,\n"  # a step row: no epoch metric
+            f"{epoch},{step},,,,{val_acc},{2 * train_loss}\n"
+            f"{epoch},{step},{val_acc / 2},{train_loss},,,\n")
+
+
+def test_curves_plot_train_and_validation_loss_and_accuracy_once_per_epoch(tmp_path):
+    (tmp_path / "metrics.csv").write_text(METRICS_HEADER + "".join(
+        _epoch_rows(e, 10 * (e + 1), 1.0 / (e + 1), 0.3 * (e + 1)) for e in range(3)))
+    fig = plot_curves(read_curves(tmp_path))
+    loss, accuracy = fig.axes
+    assert [line.get_label() for line in loss.lines] == ["train/loss_epoch", "val/loss"]
+    assert [line.get_label() for line in accuracy.lines] == ["train/acc_epoch", "val/acc"]
+    for ax in fig.axes:
+        assert [list(line.get_xdata()) for line in ax.lines] == [[0, 1, 2], [0, 1, 2]]
+    assert list(loss.lines[0].get_ydata()) == [1.0, 0.5, 1 / 3]
+    assert list(accuracy.lines[1].get_ydata()) == [0.3, 0.6, 0.3 * 3]
+    png = write_curves(tmp_path).read_bytes()
+    assert png_size(png)[0] >= 300 and b"Matplotlib" in png
+
+
+def test_curves_of_a_resumed_run_span_the_killed_runs_log_and_leave_out_its_cut_line(tmp_path):
+    # killed while writing epoch 1's validation accuracy (0.6, cut to "0."), resumed after it;
+    # the killed run's log is kept as metrics.part1.csv, and its epoch 1 logged again
+    cut = _epoch_rows(1, 20, 0.5, 0.6).splitlines()
+    (tmp_path / "metrics.part1.csv").write_text(METRICS_HEADER + _epoch_rows(0, 10, 1.0, 0.3) + cut[0] + "\n"
+                                                + cut[1][: cut[1].index("0.6") + 2])
+    (tmp_path / "metrics.csv").write_text(METRICS_HEADER + cut[2] + "\n" + _epoch_rows(2, 30, 0.25, 0.9))
+    curves = read_curves(tmp_path)
+    assert curves["train/loss_epoch"] == {0: 1.0, 1: 0.5, 2: 0.25}
+    assert curves["val/acc"] == {0: 0.3, 2: 0.9}  # not 0.0 for epoch 1
