@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -238,6 +239,23 @@ def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
         hidden.rename(base)
     assert res.returncode == 0, res.stderr
     assert [r["label"] for r in json_lines(res.stdout)] == expected_labels
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["output-flushed-at-exit", "output-written-at-once"])
+def test_output_to_a_closed_pipe_ends_quietly(ckpt, clips, unbuffered):
+    """``transcribe ... | head -2``: once the reader is gone the command stops, no traceback, status 141 (SIGPIPE)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:  # each print is written at once, and fails there
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    try:
+        res = subprocess.run([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), *map(str, clips)],
+                             cwd=CONF.parent, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                             timeout=300)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141 and "BrokenPipeError" not in res.stderr, res.stderr
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "speech_commands_v2_test_A").is_dir(), reason="shared real clips absent")
