@@ -14,6 +14,8 @@ does the same for files, fed to the detector chunk by chunk.
 
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
+Ctrl-C ends a stream as live use does: the keywords heard stay printed, the summary
+line says it was stopped, and the exit status is 130.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import csv
 import glob
 import io
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -40,6 +43,7 @@ from speechrnn.labels import UNKNOWN
 from speechrnn.runtime import load_backend
 
 STDIN = "-"
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -125,21 +129,24 @@ def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
         yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
 
 
-def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str]]:
-    """Print each keyword of each source as it is found; returns (events, error lines)."""
+def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str], bool]:
+    """Print each keyword of each source as it is found; returns (events, error lines, stopped by Ctrl-C)."""
     count, errors = 0, []
     chunk = max(1, round(chunk_ms * backend.rate / 1000))
     if fmt != "json":
         print("path,label,score,start,end" if fmt == "csv" else f"{'path':<30} {'label':<10} {'score':>6}  time")
-    for source in sources:
-        recognizer = RecognizeCommands(backend.labels, **smoothing)
-        try:
-            for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
-                count += 1
-                print(render_event(source, e, fmt), flush=True)
-        except AudioError as err:
-            errors.append(str(err))
-    return count, errors
+    try:
+        for source in sources:
+            recognizer = RecognizeCommands(backend.labels, **smoothing)
+            try:
+                for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
+                    count += 1
+                    print(render_event(source, e, fmt), flush=True)
+            except AudioError as err:
+                errors.append(str(err))
+    except KeyboardInterrupt:  # how a live stream (a microphone on stdin) is ended: what was heard stays reported
+        return count, errors, True
+    return count, errors, False
 
 
 def render_event(path: str, e: dict, fmt: str) -> str:
@@ -207,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     files, errors = expand_inputs([i for i in args.inputs if i != STDIN])
+    stopped = False
     if args.stream or STDIN in args.inputs:
         sources = [STDIN] * (STDIN in args.inputs) + [str(f) for f in files]
-        count, failed = stream(backend, sources, args.format, args.chunk_ms, smoothing)
-        done = f"{count} keywords found in {len(sources) - len(failed)} streams"
+        count, failed, stopped = stream(backend, sources, args.format, args.chunk_ms, smoothing)
+        done = f"{count} keywords found in {len(sources) - len(failed)} streams" + " (stopped by Ctrl-C)" * stopped
     else:
         results, failed = transcribe(backend, files, args.top_k, args.threshold, args.batch_size, smoothing,
                                      args.workers)
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(line.split())}", file=sys.stderr)
     seconds = time.perf_counter() - start
     print(f"{done}, {len(errors)} failed in {seconds:.1f} s ({backend.name})", file=sys.stderr)
+    if stopped:
+        return EXIT_INTERRUPTED
     return 1 if errors or not (files or STDIN in args.inputs) else 0
 
 

@@ -3,7 +3,9 @@
 import io
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -220,6 +222,29 @@ def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_pat
     events = json_lines(out)
     assert code == 0 and all(e["path"] == "-" for e in events)
     assert [(e["label"], e["start"]) for e in events] == [(e["label"], e["start"]) for e in batch]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT and select on pipes")
+def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp_path):
+    """``arecord ... | transcribe CKPT - --stream``, ended by Ctrl-C while it waits for more audio."""
+    pcm, _ = sf.read(long_recording(tmp_path / "long.wav", 4.0), dtype="int16")
+    proc = subprocess.Popen([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), "-", "--stream",
+                             "--format", "json", "--detection-threshold", "0"],
+                            cwd=CONF.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(pcm.tobytes())
+        proc.stdin.flush()  # and left open, as a microphone's stream is
+        assert select.select([proc.stdout], [], [], 120)[0], "no keyword reported within 120 s"
+        heard = [proc.stdout.readline()]  # a keyword was printed: the command is listening
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    heard += proc.stdout.read().splitlines()
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert all(json.loads(line)["path"] == "-" for line in heard)
+    assert err.splitlines()[-1].startswith(f"{len(heard)} keywords found in 1 streams (stopped by Ctrl-C)")
 
 
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
