@@ -9,8 +9,8 @@ exactly as in training. Clips are read by a few threads and classified in batche
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
 A longer recording is never cropped: it is scanned for keywords (``speechrnn.detect``)
 and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
-model's rate from standard input and prints each keyword as it is heard; ``--stream``
-does the same for files, fed to the detector chunk by chunk.
+model's rate, or a 16-bit wav, from standard input and prints each keyword as it is
+heard; ``--stream`` does the same for files, fed to the detector chunk by chunk.
 
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
@@ -24,6 +24,7 @@ import argparse
 import csv
 import glob
 import io
+import itertools
 import json
 import signal
 import sys
@@ -36,7 +37,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from speechrnn.audio import AudioError, as_float, find_audio, fix_length, load_pcm16
+from speechrnn.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
@@ -113,20 +114,28 @@ def classify(probs: torch.Tensor, labels: list[str], top_k: int, threshold: floa
 
 
 def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
-    """Chunks ``(<= chunk,)`` of raw int16 PCM on stdin as it arrives, or of a decoded file.
+    """Chunks ``(<= chunk,)`` of int16 PCM on stdin as it arrives, or of a decoded file.
 
     A file is decoded whole by ``load_pcm16`` (resampling needs the whole signal, and so
     the checks are those of every other input); only the detector sees it in chunks.
+    Stdin is raw 16-bit PCM at ``rate``, or a 16-bit wav (``cat clip.wav |``), whose header
+    is not audio and whose rate and channels are converted as a file's (``wav_stream_pcm16``).
     """
     if source != STDIN:
         yield from load_pcm16(source, rate).split(chunk)
         return
+    stdin = sys.stdin.buffer
+    head = stdin.read(12)  # enough to tell a wav header from raw PCM
+    if is_wav(head):
+        yield from wav_stream_pcm16(stdin, rate, chunk, STDIN)
+        return
     pending = b""
-    while data := sys.stdin.buffer.read(2 * chunk):
+    for data in itertools.chain([head], iter(lambda: stdin.read(2 * chunk), b"")):
         data, pending = pending + data, b""
         if len(data) % 2:  # a sample split between two reads
             data, pending = data[:-1], data[-1:]
-        yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
+        if data:
+            yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
 
 
 def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str], bool]:

@@ -247,6 +247,39 @@ def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp
     assert err.splitlines()[-1].startswith(f"{len(heard)} keywords found in 1 streams (stopped by Ctrl-C)")
 
 
+def run_on_stdin(capsys, monkeypatch, data: bytes, *argv) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    return run_main(capsys, *argv, "-")
+
+
+@pytest.mark.parametrize("rate,channels,streamed", [(RATE, 1, False), (8000, 2, False), (RATE, 1, True)],
+                         ids=["16k-mono", "8k-stereo", "16k-mono-length-unknown"])
+def test_a_wav_on_stdin_is_read_like_the_same_file_given_by_path(ckpt, tmp_path, capsys, monkeypatch, rate, channels,
+                                                                 streamed):
+    """``cat clip.wav | transcribe CKPT -``: the header is not audio, the rate and channels are the file's."""
+    rng = np.random.default_rng(0)
+    wave = 0.01 * rng.standard_normal((int(3.5 * rate), channels)).astype(np.float32)
+    wave[rate: 2 * rate] += tone(300, rate=rate)[:, None]
+    path = write_wav(tmp_path / "clip.wav", wave, rate)
+    opts = ["--format", "json", "--detection-threshold", "0"]
+    _, out, _ = run_main(capsys, ckpt, path, *opts)
+    by_path = json_lines(out)[0]["detections"]
+    data = path.read_bytes()
+    if streamed:  # a recorder writing a wav to a pipe cannot know its length: it declares 0 (or 0xFFFFFFFF)
+        at = data.index(b"data") + 4
+        data = data[:at] + bytes(4) + data[at + 4:]
+    code, out, err = run_on_stdin(capsys, monkeypatch, data, ckpt, *opts)
+    assert code == 0 and by_path, err
+    assert [{k: e[k] for k in ("label", "start", "end", "score")} for e in json_lines(out)] == by_path
+
+
+def test_a_wav_on_stdin_that_is_not_16_bit_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    path = write_wav(tmp_path / "float.wav", tone(300, seconds=2), subtype="FLOAT")
+    code, out, err = run_on_stdin(capsys, monkeypatch, path.read_bytes(), ckpt, "--format", "json")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and out == "" and len(errors) == 1 and "16-bit PCM" in errors[0]
+
+
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
     """Only the .ckpt is copied; the training run and its data are moved away; the CLI runs elsewhere."""
     alone = tmp_path / "alone"
