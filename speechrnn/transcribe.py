@@ -1,7 +1,8 @@
 """Entry point: ``python -m speechrnn.transcribe MODEL INPUT... [--top-k K] [--format table|json|csv]``.
 
-MODEL is a ``.ckpt`` written by ``speechrnn.train`` (run by PyTorch) or a ``model.onnx``
-written by ``speechrnn.export`` (run by onnxruntime); it carries everything else.
+MODEL is a ``.ckpt`` written by ``speechrnn.train`` (run by PyTorch), or a ``model.onnx``
+(run by onnxruntime) or ``model.pt`` (TorchScript) written by ``speechrnn.export``; it
+carries everything else.
 Inputs are any mix of files, folders (searched recursively) and glob patterns, in any
 format, rate and channel count soundfile reads; audio is resampled and downmixed
 exactly as in training. Clips are read by a few threads and classified in batches.
@@ -190,7 +191,8 @@ def render(results: list[dict], fmt: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.transcribe", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx from speechrnn.export")
+    p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx or model.pt "
+                                 "from speechrnn.export")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive), glob patterns, or - for PCM on stdin")
     p.add_argument("--top-k", type=int, default=3, help="labels listed per clip (default 3)")
     p.add_argument("--threshold", type=float, default=0.0,
