@@ -292,6 +292,7 @@ def test_offline_error_is_one_line_naming_url_and_destination(tmp_path):
     assert "data.root=" in message
 
 
+@pytest.mark.slow
 def test_offline_command_is_one_line_without_a_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "speechrnn.download", "--subset", "test", "--cache-dir", str(tmp_path),
                           "--base-url", f"http://127.0.0.1:{_closed_port()}/"],

@@ -224,6 +224,7 @@ def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_pat
     assert [(e["label"], e["start"]) for e in events] == [(e["label"], e["start"]) for e in batch]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT and select on pipes")
 def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp_path):
     """``arecord ... | transcribe CKPT - --stream``, ended by Ctrl-C while it waits for more audio."""
@@ -299,6 +300,7 @@ def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
     assert [r["label"] for r in json_lines(res.stdout)] == expected_labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unbuffered", [False, True], ids=["output-flushed-at-exit", "output-written-at-once"])
 def test_output_to_a_closed_pipe_ends_quietly(ckpt, clips, unbuffered):
     """``transcribe ... | head -2``: once the reader is gone the command stops, no traceback, status 141 (SIGPIPE)."""
