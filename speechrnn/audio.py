@@ -8,7 +8,9 @@ is one line naming the file and the problem, so callers can report and skip it.
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
+WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 0x0001, 0xFFFE  # format tags of a wav's fmt chunk
 
 
 class AudioError(ValueError):
@@ -85,10 +88,74 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor
         raise AudioError(path, "no samples (zero-length audio)")
     if not np.isfinite(data).all():
         raise AudioError(path, "audio has NaN or infinite samples")
+    return downmix_resample(data, rate, sample_rate)
+
+
+def downmix_resample(data: np.ndarray, rate: int, sample_rate: int) -> torch.Tensor:
+    """Samples ``(N, C)`` float32 at ``rate`` -> ``(N',)`` mono at ``sample_rate``: channels averaged, resampled."""
     wave = torch.from_numpy(data.mean(axis=1))  # (N,)
     if rate != sample_rate:
         wave = AF.resample(wave, rate, sample_rate)
     return wave
+
+
+def is_wav(head: bytes) -> bool:
+    """Whether ``head``, the first 12 bytes of a file or stream, open a RIFF/WAVE file."""
+    return len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
+def wav_stream_pcm16(stream: BinaryIO, sample_rate: int, chunk: int, name: str = "-") -> Iterator[torch.Tensor]:
+    """A 16-bit PCM wav read from a pipe, as int16 chunks ``(<= chunk,)``, as ``load_pcm16`` reads a file.
+
+    ``stream`` (e.g. ``sys.stdin.buffer``) is past the 12 bytes ``is_wav`` checked and need not
+    seek. Each chunk is downmixed and rounded as soon as it arrives; a stream at another rate
+    than ``sample_rate`` is read to its end and resampled whole, as a file is, so live
+    recordings should be made at ``sample_rate``.
+
+    Args:
+        stream (BinaryIO): a buffered binary stream; ``read(n)`` returns fewer than ``n`` bytes only at its end.
+        sample_rate (int): the rate to deliver.
+        chunk (int): samples per chunk, at ``sample_rate``.
+        name (str, optional): how errors name the stream. (Default: ``"-"``)
+
+    Raises:
+        AudioError: the header holds no fmt chunk before the audio, or the audio is not 16-bit PCM.
+    """
+    rate, channels, remaining = _wav_stream_format(stream, name)
+    frame, parts = 2 * channels, []
+    while data := stream.read(frame * chunk if remaining is None else min(frame * chunk, remaining)):
+        remaining = None if remaining is None else remaining - len(data)
+        pcm = np.frombuffer(data[: len(data) - len(data) % frame], "<i2").reshape(-1, channels)  # (n, C)
+        samples = pcm.astype(np.float32) / 32768  # as soundfile reads 16-bit PCM
+        if rate == sample_rate:
+            yield to_pcm16(downmix_resample(samples, rate, sample_rate))
+        else:
+            parts.append(samples)
+    if parts:
+        yield from to_pcm16(downmix_resample(np.concatenate(parts), rate, sample_rate)).split(chunk)
+
+
+def _wav_stream_format(stream: BinaryIO, name: str) -> tuple[int, int, int | None]:
+    """Rate, channels and audio bytes (None: until the stream ends) of a wav stream, read up to its audio."""
+    fmt = b""
+    while len(header := stream.read(8)) == 8:
+        size = int.from_bytes(header[4:], "little")
+        if header[:4] == b"data":
+            break
+        body = stream.read(size + (size & 1))  # chunks are padded to an even length
+        if header[:4] == b"fmt ":
+            fmt = body
+    else:
+        raise AudioError(name, "wav stream ends before its audio (no data chunk)")
+    if len(fmt) < 16:
+        raise AudioError(name, "wav stream has no fmt chunk before its audio")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == WAVE_FORMAT_EXTENSIBLE and len(fmt) >= 26:
+        tag = int.from_bytes(fmt[24:26], "little")  # the sub-format GUID begins with the format tag
+    if tag != WAVE_FORMAT_PCM or bits != 16 or not channels or not rate:
+        raise AudioError(name, f"a wav stream is read only as 16-bit PCM, this one has format tag {tag} and {bits} "
+                               "bits; give the file's path instead, or convert it (sox in.wav -b 16 -e signed out.wav)")
+    return rate, channels, None if size in (0, 0xFFFFFFFF) else size  # streamed wavs declare 0 or 0xFFFFFFFF
 
 
 def _wav_bytes_missing(path: Path) -> int:
@@ -100,8 +167,7 @@ def _wav_bytes_missing(path: Path) -> int:
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+        if not is_wav(f.read(12)):
             return 0
         while (chunk := f.read(8)) and len(chunk) == 8:
             declared = int.from_bytes(chunk[4:], "little")

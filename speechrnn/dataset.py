@@ -97,12 +97,22 @@ def speaker_split(filename: str, testing_speakers: list[str], validation_speaker
     return "training"
 
 
-def scan(root: str | Path) -> dict[str, list[Path]]:
-    """Clips per label folder under ``root`` (sorted); ``_background_noise_`` is left out."""
+def scan(root: str | Path, key: str = "data.root") -> dict[str, list[Path]]:
+    """Clips per label folder under ``root`` (sorted); ``_background_noise_`` is left out.
+
+    Args:
+        root (str | Path): a folder in the Speech Commands layout.
+        key (str, optional): the setting ``root`` came from, named in errors. (Default: ``"data.root"``)
+
+    Raises:
+        DatasetError: ``root`` is missing, is a file, or holds no label folder with audio.
+    """
     root = Path(root)
+    layout = "a folder in the Speech Commands layout (<word>/<clip>.wav)"
+    if root.is_file():
+        raise DatasetError(f"{root}: is a file, not a folder; set {key} to {layout}")
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist: expected a folder in the Speech Commands "
-                           "layout (<word>/<clip>.wav); set data.root")
+        raise DatasetError(f"dataset folder {root} does not exist: expected {layout}; set {key}")
     folders = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE_DIR):
         clips = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)

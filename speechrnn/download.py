@@ -407,4 +407,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m`` runs this file as ``__main__``, whose DatasetUnavailable is not the class errors.friendly
+    # catches (speechrnn.download's): run the package module's main, so its errors are the ones friendly knows
+    from speechrnn.download import main as package_main
+
+    package_main()

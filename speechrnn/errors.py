@@ -3,12 +3,15 @@
 Each module raises its error where the bad value enters (``AudioError``,
 ``DatasetError``, ``CheckpointError``, ...); ``friendly`` turns those into one line
 on stderr and exit status 2, as it does a config value that is missing (``???``) or
-of the wrong type (``check_config_types``). Anything else is a bug and keeps its traceback.
+of the wrong type (``check_config_types``). A closed standard output (``... | head``) ends
+the command quietly, as it ends any Unix tool. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 import types
 import typing
@@ -36,6 +39,7 @@ class ConfigError(ValueError):
 USER_ERRORS = (AudioError, CheckpointError, ChecksumError, ConfigError, DatasetError, DatasetUnavailable,
                NonFiniteLossError, UnsafeArchiveError)
 NUMBERS = {int, float, bool, type(None)}
+EXIT_BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)  # 141, the status of a tool killed by SIGPIPE
 
 
 def _numbers_only(hint: Any) -> bool:
@@ -79,15 +83,25 @@ def check_config_types(cfg: DictConfig, key: str = "") -> None:
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a user error prints ``error: <one line>`` and exits with status 2."""
+    """Run ``fn``; a user error prints ``error: <one line>`` and exits with status 2.
+
+    When the reader of standard output has gone (``python -m speechrnn.transcribe ... | head -2``),
+    the command stops without a word and exits with ``EXIT_BROKEN_PIPE``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                sys.stdout.flush()  # output still buffered would meet the closed pipe after this handler
+                return result
             except InstantiationException as err:  # a user error raised in a class Hydra built
                 raise (err.__cause__ if isinstance(err.__cause__, USER_ERRORS) else err) from None
+        except BrokenPipeError:
+            # stdout goes to devnull, so the interpreter's last flush of what is buffered does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except USER_ERRORS as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
             sys.exit(2)

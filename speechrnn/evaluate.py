@@ -54,7 +54,7 @@ def evaluate_clips(model: KeywordSpotter, clips: ClipArray, labels: list[str], o
 
 def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path, align: str = "start") -> ClipArray:
     """Every clip of a Speech Commands-layout folder, labelled for ``labels`` (no sampling), laid out by ``align``."""
-    found = scan(folder)
+    found = scan(folder, key="folder")
     check_label_folders(Path(folder), list(found), labels)
     items = label_items(found, labels, sample=False)
     if not items:

@@ -9,7 +9,8 @@ Both files hold the whole model, frontend included: waveform ``(B, 16000)`` floa
   window geometry are in its metadata (``speechrnn.runtime.model_metadata``);
   ``python -m speechrnn.transcribe DIR/model.onnx clips/`` runs it with onnxruntime.
 * ``DIR/model.pt`` (TorchScript, by tracing): the same graph, with the metadata as the
-  extra file ``meta.json`` (``torch.jit.load(path, _extra_files={"meta.json": ""})``).
+  extra file ``meta.json`` (``torch.jit.load(path, _extra_files={"meta.json": ""})``);
+  ``python -m speechrnn.transcribe DIR/model.pt clips/`` runs it with ``torch.jit``.
 
 The clip length is fixed: tracing unrolls the recurrence over its 12 steps (98 frames
 stacked 8 at a time). What is exported is the ``KeywordSpotter`` itself: under a tracer

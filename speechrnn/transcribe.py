@@ -1,7 +1,8 @@
 """Entry point: ``python -m speechrnn.transcribe MODEL INPUT... [--top-k K] [--format table|json|csv]``.
 
-MODEL is a ``.ckpt`` written by ``speechrnn.train`` (run by PyTorch) or a ``model.onnx``
-written by ``speechrnn.export`` (run by onnxruntime); it carries everything else.
+MODEL is a ``.ckpt`` written by ``speechrnn.train`` (run by PyTorch), or a ``model.onnx``
+(run by onnxruntime) or ``model.pt`` (TorchScript) written by ``speechrnn.export``; it
+carries everything else.
 Inputs are any mix of files, folders (searched recursively) and glob patterns, in any
 format, rate and channel count soundfile reads; audio is resampled and downmixed
 exactly as in training. Clips are read by a few threads and classified in batches.
@@ -9,11 +10,13 @@ exactly as in training. Clips are read by a few threads and classified in batche
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
 A longer recording is never cropped: it is scanned for keywords (``speechrnn.detect``)
 and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
-model's rate from standard input and prints each keyword as it is heard; ``--stream``
-does the same for files, fed to the detector chunk by chunk.
+model's rate, or a 16-bit wav, from standard input and prints each keyword as it is
+heard; ``--stream`` does the same for files, fed to the detector chunk by chunk.
 
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
+Ctrl-C ends a stream as live use does: the keywords heard stay printed, the summary
+line says it was stopped, and the exit status is 130.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import argparse
 import csv
 import glob
 import io
+import itertools
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -34,13 +39,14 @@ import numpy as np
 import torch
 
 from speechrnn import version_line
-from speechrnn.audio import AudioError, as_float, find_audio, fix_length, load_pcm16
+from speechrnn.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
 from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
 from speechrnn.runtime import load_backend
 
 STDIN = "-"
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -110,37 +116,48 @@ def classify(probs: torch.Tensor, labels: list[str], top_k: int, threshold: floa
 
 
 def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
-    """Chunks ``(<= chunk,)`` of raw int16 PCM on stdin as it arrives, or of a decoded file.
+    """Chunks ``(<= chunk,)`` of int16 PCM on stdin as it arrives, or of a decoded file.
 
     A file is decoded whole by ``load_pcm16`` (resampling needs the whole signal, and so
     the checks are those of every other input); only the detector sees it in chunks.
+    Stdin is raw 16-bit PCM at ``rate``, or a 16-bit wav (``cat clip.wav |``), whose header
+    is not audio and whose rate and channels are converted as a file's (``wav_stream_pcm16``).
     """
     if source != STDIN:
         yield from load_pcm16(source, rate).split(chunk)
         return
+    stdin = sys.stdin.buffer
+    head = stdin.read(12)  # enough to tell a wav header from raw PCM
+    if is_wav(head):
+        yield from wav_stream_pcm16(stdin, rate, chunk, STDIN)
+        return
     pending = b""
-    while data := sys.stdin.buffer.read(2 * chunk):
+    for data in itertools.chain([head], iter(lambda: stdin.read(2 * chunk), b"")):
         data, pending = pending + data, b""
         if len(data) % 2:  # a sample split between two reads
             data, pending = data[:-1], data[-1:]
-        yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
+        if data:
+            yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
 
 
-def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str]]:
-    """Print each keyword of each source as it is found; returns (events, error lines)."""
+def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str], bool]:
+    """Print each keyword of each source as it is found; returns (events, error lines, stopped by Ctrl-C)."""
     count, errors = 0, []
     chunk = max(1, round(chunk_ms * backend.rate / 1000))
     if fmt != "json":
         print("path,label,score,start,end" if fmt == "csv" else f"{'path':<30} {'label':<10} {'score':>6}  time")
-    for source in sources:
-        recognizer = RecognizeCommands(backend.labels, **smoothing)
-        try:
-            for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
-                count += 1
-                print(render_event(source, e, fmt), flush=True)
-        except AudioError as err:
-            errors.append(str(err))
-    return count, errors
+    try:
+        for source in sources:
+            recognizer = RecognizeCommands(backend.labels, **smoothing)
+            try:
+                for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
+                    count += 1
+                    print(render_event(source, e, fmt), flush=True)
+            except AudioError as err:
+                errors.append(str(err))
+    except KeyboardInterrupt:  # how a live stream (a microphone on stdin) is ended: what was heard stays reported
+        return count, errors, True
+    return count, errors, False
 
 
 def render_event(path: str, e: dict, fmt: str) -> str:
@@ -176,7 +193,8 @@ def render(results: list[dict], fmt: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.transcribe", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=version_line())
-    p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx from speechrnn.export")
+    p.add_argument("model", help="a .ckpt written by python -m speechrnn.train, or a model.onnx or model.pt "
+                                 "from speechrnn.export")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive), glob patterns, or - for PCM on stdin")
     p.add_argument("--top-k", type=int, default=3, help="labels listed per clip (default 3)")
     p.add_argument("--threshold", type=float, default=0.0,
@@ -209,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     files, errors = expand_inputs([i for i in args.inputs if i != STDIN])
+    stopped = False
     if args.stream or STDIN in args.inputs:
         sources = [STDIN] * (STDIN in args.inputs) + [str(f) for f in files]
-        count, failed = stream(backend, sources, args.format, args.chunk_ms, smoothing)
-        done = f"{count} keywords found in {len(sources) - len(failed)} streams"
+        count, failed, stopped = stream(backend, sources, args.format, args.chunk_ms, smoothing)
+        done = f"{count} keywords found in {len(sources) - len(failed)} streams" + " (stopped by Ctrl-C)" * stopped
     else:
         results, failed = transcribe(backend, files, args.top_k, args.threshold, args.batch_size, smoothing,
                                      args.workers)
@@ -225,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(line.split())}", file=sys.stderr)
     seconds = time.perf_counter() - start
     print(f"{done}, {len(errors)} failed in {seconds:.1f} s ({backend.name})", file=sys.stderr)
+    if stopped:
+        return EXIT_INTERRUPTED
     return 1 if errors or not (files or STDIN in args.inputs) else 0
 
 

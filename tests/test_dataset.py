@@ -9,6 +9,7 @@ import torch
 
 from speechrnn.audio import fix_length
 from speechrnn.dataset import DatasetError, hash_split, label_items, scan, split_clips, task_labels
+from speechrnn.evaluate import folder_clips
 from speechrnn.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
 
 from conftest import tone, write_wav
@@ -62,6 +63,13 @@ def test_folder_without_labels_is_a_clear_error(tmp_path):
         scan(tmp_path)
     with pytest.raises(DatasetError, match="does not exist"):
         scan(tmp_path / "nowhere")
+
+
+def test_a_file_given_as_the_dataset_folder_is_called_a_file(tmp_path):
+    clip = write_wav(tmp_path / "clip.wav", tone(300))
+    with pytest.raises(DatasetError, match=r"clip.wav: is a file, not a folder; set folder to a folder") as err:
+        folder_clips(clip, task_labels("kws12"), tmp_path / "cache")  # python -m speechrnn.evaluate folder=clip.wav
+    assert "does not exist" not in str(err.value)
 
 
 def test_kws12_draws_unknown_and_silence_at_ten_percent_of_known():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -299,6 +301,15 @@ def test_offline_error_is_one_line_naming_url_and_destination(tmp_path):
     assert f"{base_url}speech_commands_v0.02.tar.gz" in message
     assert str(tmp_path / "speech_commands_v0.02.tar.gz") in message
     assert "data.root=" in message
+
+
+@pytest.mark.slow
+def test_offline_command_is_one_line_without_a_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "speechrnn.download", "--subset", "test", "--cache-dir", str(tmp_path),
+                          "--base-url", f"http://127.0.0.1:{_closed_port()}/"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("error: could not download Speech Commands v0.02 test") and res.stderr.count("\n") == 1
 
 
 def test_download_false_raises_without_touching_the_network(tmp_path):

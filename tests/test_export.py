@@ -67,18 +67,19 @@ def test_torchscript_and_onnx_match_pytorch_on_new_clips(exported):
     assert json.loads(json.loads(extra["meta.json"])["speechrnn.labels"]) == LABELS
 
 
-def test_onnx_model_transcribes_like_the_checkpoint(exported, tmp_path, capsys):
+@pytest.mark.parametrize("export_file,backend", [("model.onnx", "onnx"), ("model.pt", "torchscript")])
+def test_exported_model_transcribes_like_the_checkpoint(exported, tmp_path, capsys, export_file, backend):
     ckpt, out, _ = exported
     clips = [write_wav(tmp_path / f"{k}.wav", tone(300 + 500 * k, seed=k)) for k in range(3)]
     long = np.concatenate([0.01 * np.random.default_rng(0).standard_normal(RATE).astype(np.float32), tone(700)] * 2)
     clips.append(write_wav(tmp_path / "long.wav", long))
     records = []
-    for model_file in (ckpt, out / "model.onnx"):
+    for model_file in (ckpt, out / export_file):
         argv = [str(model_file), *map(str, clips), "--format", "json", "--detection-threshold", "0"]
         assert transcribe_main(argv) == 0
         out_text, err = capsys.readouterr()
         records.append([json.loads(line) for line in out_text.splitlines()])
-        assert ("(onnx)" in err) == (model_file.suffix == ".onnx")
+        assert (f"({backend})" in err) == (model_file.name == export_file)
     for a, b in zip(*records):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-3)
     assert records[0][-1]["detections"] and \

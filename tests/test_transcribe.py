@@ -2,7 +2,10 @@
 
 import io
 import json
+import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,6 +224,63 @@ def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_pat
     assert [(e["label"], e["start"]) for e in events] == [(e["label"], e["start"]) for e in batch]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGINT and select on pipes")
+def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp_path):
+    """``arecord ... | transcribe CKPT - --stream``, ended by Ctrl-C while it waits for more audio."""
+    pcm, _ = sf.read(long_recording(tmp_path / "long.wav", 4.0), dtype="int16")
+    proc = subprocess.Popen([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), "-", "--stream",
+                             "--format", "json", "--detection-threshold", "0"],
+                            cwd=CONF.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(pcm.tobytes())
+        proc.stdin.flush()  # and left open, as a microphone's stream is
+        assert select.select([proc.stdout], [], [], 120)[0], "no keyword reported within 120 s"
+        heard = [proc.stdout.readline()]  # a keyword was printed: the command is listening
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    heard += proc.stdout.read().splitlines()
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert all(json.loads(line)["path"] == "-" for line in heard)
+    assert err.splitlines()[-1].startswith(f"{len(heard)} keywords found in 1 streams (stopped by Ctrl-C)")
+
+
+def run_on_stdin(capsys, monkeypatch, data: bytes, *argv) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    return run_main(capsys, *argv, "-")
+
+
+@pytest.mark.parametrize("rate,channels,streamed", [(RATE, 1, False), (8000, 2, False), (RATE, 1, True)],
+                         ids=["16k-mono", "8k-stereo", "16k-mono-length-unknown"])
+def test_a_wav_on_stdin_is_read_like_the_same_file_given_by_path(ckpt, tmp_path, capsys, monkeypatch, rate, channels,
+                                                                 streamed):
+    """``cat clip.wav | transcribe CKPT -``: the header is not audio, the rate and channels are the file's."""
+    rng = np.random.default_rng(0)
+    wave = 0.01 * rng.standard_normal((int(3.5 * rate), channels)).astype(np.float32)
+    wave[rate: 2 * rate] += tone(300, rate=rate)[:, None]
+    path = write_wav(tmp_path / "clip.wav", wave, rate)
+    opts = ["--format", "json", "--detection-threshold", "0"]
+    _, out, _ = run_main(capsys, ckpt, path, *opts)
+    by_path = json_lines(out)[0]["detections"]
+    data = path.read_bytes()
+    if streamed:  # a recorder writing a wav to a pipe cannot know its length: it declares 0 (or 0xFFFFFFFF)
+        at = data.index(b"data") + 4
+        data = data[:at] + bytes(4) + data[at + 4:]
+    code, out, err = run_on_stdin(capsys, monkeypatch, data, ckpt, *opts)
+    assert code == 0 and by_path, err
+    assert [{k: e[k] for k in ("label", "start", "end", "score")} for e in json_lines(out)] == by_path
+
+
+def test_a_wav_on_stdin_that_is_not_16_bit_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    path = write_wav(tmp_path / "float.wav", tone(300, seconds=2), subtype="FLOAT")
+    code, out, err = run_on_stdin(capsys, monkeypatch, path.read_bytes(), ckpt, "--format", "json")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and out == "" and len(errors) == 1 and "16-bit PCM" in errors[0]
+
+
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
     """Only the .ckpt is copied; the training run and its data are moved away; the CLI runs elsewhere."""
     alone = tmp_path / "alone"
@@ -238,6 +298,24 @@ def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
         hidden.rename(base)
     assert res.returncode == 0, res.stderr
     assert [r["label"] for r in json_lines(res.stdout)] == expected_labels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["output-flushed-at-exit", "output-written-at-once"])
+def test_output_to_a_closed_pipe_ends_quietly(ckpt, clips, unbuffered):
+    """``transcribe ... | head -2``: once the reader is gone the command stops, no traceback, status 141 (SIGPIPE)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:  # each print is written at once, and fails there
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    try:
+        res = subprocess.run([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), *map(str, clips)],
+                             cwd=CONF.parent, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                             timeout=300)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141 and "BrokenPipeError" not in res.stderr, res.stderr
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "speech_commands_v2_test_A").is_dir(), reason="shared real clips absent")
