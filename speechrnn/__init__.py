@@ -1,43 +1,12 @@
 """speechrnn: keyword spotting with a basic (Elman) RNN.
 
-Data flows audio -> features -> model -> outputs:
-``audio`` reads clips, ``features`` turns them into MFCC frames, ``rnn`` is the
-recurrence, ``model`` joins frontend, encoder and classifier, ``module`` trains it
-with Lightning, and ``train`` / ``evaluate`` / ``transcribe`` are the entry points.
+Data flows audio -> features -> model -> outputs, and the folders say where each part lives:
+``core`` (errors, atomic writes, audio I/O), ``data`` (labels, the Speech Commands layout,
+cache, augmentation, the data module, download, the synthetic corpus), ``model`` (the MFCC
+frontend, the Elman RNN, the spotter, checkpoints), ``training`` (the Lightning module and
+``train(cfg)``), ``inference`` (prediction, streaming, detection, backends, export) and
+``evaluation`` (reports, evaluating a checkpoint). The modules at this level are the
+commands, ``python -m speechrnn.<command>``; they import the library and nothing imports them.
 """
 
-from __future__ import annotations
-
-import functools
-import sys
-from typing import Any, Callable
-
 __version__ = "0.1.0"
-
-
-def version_line() -> str:
-    """What ``--version`` prints on every command: ``speechrnn <version> (torch <version>)``.
-
-    torch's own ``__version__`` names its build (``+cpu``, ``+cu130``), which its package
-    metadata leaves out; every command but ``download`` has imported torch by then anyway.
-    """
-    import torch
-
-    return f"speechrnn {__version__} (torch {torch.__version__})"
-
-
-def answers_version(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a ``@hydra.main`` entry point so that ``--version`` prints ``version_line()`` and exits 0.
-
-    Hydra owns the command line of ``train`` and ``evaluate``, and its own ``--version``
-    prints Hydra's version; the argparse commands use ``action="version"`` instead.
-    """
-
-    @functools.wraps(main)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if "--version" in sys.argv[1:]:
-            print(version_line())
-            sys.exit(0)
-        return main(*args, **kwargs)
-
-    return wrapper

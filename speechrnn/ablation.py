@@ -15,22 +15,18 @@ import argparse
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from speechrnn import version_line
-from speechrnn.atomic import atomic_write_json
-from speechrnn.checkpoint import load_model
-from speechrnn.errors import friendly
-from speechrnn.evaluate import evaluate_clips, folder_clips
+from speechrnn.core.cli import version_line
+from speechrnn.core.atomic import atomic_write_json
+from speechrnn.model.checkpoint import load_model
+from speechrnn.core.errors import friendly
+from speechrnn.evaluation.evaluate import evaluate_clips, folder_clips
 from speechrnn.train import train
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from speechrnn.training.config import compose
 
 
 def run_train(overrides: list[str]) -> dict:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return train(cfg)
+    return train(compose("train", overrides))
 
 
 COLUMNS = {"synthetic": "held-out synthetic speakers (kws12)", "fsdd": "FSDD speaker-disjoint",

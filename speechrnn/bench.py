@@ -40,19 +40,17 @@ import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-import speechrnn.datamodule  # noqa: F401  registers the resolvers cfg.data.root uses
-from speechrnn import version_line
-from speechrnn.atomic import atomic_write_json
-from speechrnn.dataset import task_labels
-from speechrnn.features import MFCC
-from speechrnn.labels import BACKGROUND_NOISE_DIR, COMMANDS
-from speechrnn.rnn import ElmanRNN
+from speechrnn.core.cli import version_line
+from speechrnn.core.atomic import atomic_write_json
+from speechrnn.data.layout import task_labels
+from speechrnn.model.features import MFCC
+from speechrnn.data.labels import BACKGROUND_NOISE_DIR, COMMANDS
+from speechrnn.model.rnn import ElmanRNN
+from speechrnn.training.config import compose
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 CLIP_SAMPLES = 16000
 
 
@@ -350,8 +348,8 @@ def run(quick: bool = False, device: str | None = None, data_dir: str = "data", 
     seconds, B = (0.0, 16) if quick else (4.0, 256)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[  # the default config; the fit is short and writes nothing
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose("train", [  # the default config; the fit is short and writes nothing
             f"paths.data_dir={data_dir}", f"paths.output_dir={tmp}",
             f"trainer={'gpu' if dev.type == 'cuda' else 'default'}", f"trainer.max_epochs={2 if quick else 4}",
             f"+trainer.limit_train_batches={3 if quick else 40}", "+trainer.limit_val_batches=0",

@@ -6,7 +6,7 @@ Both files hold the whole model, frontend included: waveform ``(B, 16000)`` floa
 
 * ``DIR/model.onnx`` (opset 20, one file): the MFCC is exported too, the STFT as the
   ONNX ``STFT`` operator, so no feature code is needed to run it. Labels, rate and
-  window geometry are in its metadata (``speechrnn.runtime.model_metadata``);
+  window geometry are in its metadata (``speechrnn.inference.backends.model_metadata``);
   ``python -m speechrnn.transcribe DIR/model.onnx clips/`` runs it with onnxruntime.
 * ``DIR/model.pt`` (TorchScript, by tracing): the same graph, with the metadata as the
   extra file ``meta.json`` (``torch.jit.load(path, _extra_files={"meta.json": ""})``);
@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from speechrnn import version_line
-from speechrnn.checkpoint import load_model
-from speechrnn.errors import friendly
-from speechrnn.model import KeywordSpotter
-from speechrnn.runtime import model_metadata
+from speechrnn.core.cli import version_line
+from speechrnn.model.checkpoint import load_model
+from speechrnn.core.errors import friendly
+from speechrnn.model.spotter import KeywordSpotter
+from speechrnn.inference.backends import model_metadata
 
 TOLERANCE = 1e-3  # largest |logit difference| accepted between an export and PyTorch
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from speechrnn import version_line
-from speechrnn.checkpoint import load_checkpoint
-from speechrnn.errors import friendly
+from speechrnn.core.cli import version_line
+from speechrnn.model.checkpoint import load_checkpoint
+from speechrnn.core.errors import friendly
 
 
 def describe(path: str | Path) -> dict:

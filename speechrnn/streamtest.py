@@ -4,13 +4,13 @@
     python -m speechrnn.streamtest --model CKPT --data data/synthetic --split testing --minutes 5 --seed 0
 
 1. ``build_recording`` lays clips of held-out speakers (the ``--split`` of the dataset,
-   as ``speechrnn.dataset`` splits it) over background noise: one word every
+   as ``speechrnn.data.layout`` splits it) over background noise: one word every
    1 s + ``word_gap_ms`` on average, at a random time, a keyword or (``unknown_percentage``
    of the time) another word labelled ``_unknown_``; the noise is 1.5 s segments of
    ``_background_noise_`` at a random volume up to ``background_volume``, cross-faded.
    It writes ``stream.wav`` (16-bit) and ``labels.csv`` (``label,time``: the clip's
    start in seconds). ``--wav`` / ``--labels`` evaluate an existing pair instead.
-2. The recording is fed in 100 ms chunks to the streaming detector (``speechrnn.detect``);
+2. The recording is fed in 100 ms chunks to the streaming detector (``speechrnn.inference.detect``);
    each new command except ``_silence_`` is a detection at the start of its window.
 3. ``score`` matches detections to the label track within ``tolerance_ms``.
 
@@ -34,13 +34,13 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from speechrnn import version_line
-from speechrnn.audio import as_float, load_audio, load_noise, load_pcm16
-from speechrnn.dataset import DatasetError, scan, split_clips
-from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
-from speechrnn.errors import friendly
-from speechrnn.labels import SILENCE, UNKNOWN
-from speechrnn.runtime import load_backend
+from speechrnn.core.cli import version_line
+from speechrnn.core.audio import as_float, load_audio, load_pcm16
+from speechrnn.data.layout import DatasetError, load_noise, scan, split_clips
+from speechrnn.inference.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
+from speechrnn.core.errors import friendly
+from speechrnn.data.labels import SILENCE, UNKNOWN
+from speechrnn.inference.backends import load_backend
 
 
 def _mix(track: np.ndarray, offset: int, clip: np.ndarray, volume: float, ramp: int) -> None:

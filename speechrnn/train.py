@@ -8,7 +8,7 @@ receives ``checkpoints/best.ckpt`` and ``last.ckpt``, the resolved ``config.yaml
 
 A killed run resumes in its own folder with the same overrides plus
 ``hydra.run.dir=runs/<run> ckpt_path=runs/<run>/checkpoints/last.ckpt``; it continues
-from the saved step and ends as the uninterrupted run would (see ``speechrnn.datamodule``).
+from the saved step and ends as the uninterrupted run would (see ``speechrnn.data.datamodule``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from speechrnn import answers_version
-from speechrnn.atomic import atomic_write_json, atomic_write_text, sweep_leftovers
-from speechrnn.audio import SAMPLE_RATE
-from speechrnn.checkpoint import CheckpointError, load_model
-from speechrnn.errors import ConfigError, check_config_types, friendly
-from speechrnn.evaluate import evaluate_clips
-from speechrnn.module import AtomicCheckpointIO
+from speechrnn.core.atomic import atomic_write_json, atomic_write_text, sweep_leftovers
+from speechrnn.core.audio import SAMPLE_RATE
+from speechrnn.model.checkpoint import CheckpointError, load_model
+from speechrnn.core.errors import ConfigError
+from speechrnn.evaluation.evaluate import evaluate_clips
+from speechrnn.training.config import check_config_types, command
+from speechrnn.training.module import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ def _keep_metrics_of_killed_run(logger: object) -> None:
         old.rename(old.with_name(f"metrics.part{n}.csv"))
 
 
-@answers_version
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@friendly
+@command("train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -8,7 +8,7 @@ format, rate and channel count soundfile reads; audio is resampled and downmixed
 exactly as in training. Clips are read by a few threads and classified in batches.
 
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
-A longer recording is never cropped: it is scanned for keywords (``speechrnn.detect``)
+A longer recording is never cropped: it is scanned for keywords (``speechrnn.inference.detect``)
 and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
 model's rate, or a 16-bit wav, from standard input and prints each keyword as it is
 heard; ``--stream`` does the same for files, fed to the detector chunk by chunk.
@@ -38,12 +38,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from speechrnn import version_line
-from speechrnn.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
-from speechrnn.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
-from speechrnn.errors import friendly
-from speechrnn.labels import UNKNOWN
-from speechrnn.runtime import load_backend
+from speechrnn.core.cli import version_line
+from speechrnn.core.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
+from speechrnn.inference.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
+from speechrnn.core.errors import friendly
+from speechrnn.data.labels import UNKNOWN
+from speechrnn.inference.backends import load_backend
 
 STDIN = "-"
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-import speechrnn.datamodule  # noqa: F401  registers the resolvers of conf/data/synthetic.yaml, which tests compose
-from speechrnn import atomic
+import speechrnn.training.config  # noqa: F401  registers the resolvers of conf/data/synthetic.yaml, which tests compose
+from speechrnn.core import atomic
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -82,7 +82,7 @@ needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="sweeping ne
 def killed_writers_leftover(target: Path, kind: str = "file") -> Path:
     """What a writer killed mid-write leaves beside ``target``: its half-written temp file
     (``kind="file"``) or its ``make_temp_dir`` folder (``".partial"``, ``".old"``), named by
-    ``speechrnn.atomic`` as a process of this host that has since exited would name it."""
+    ``speechrnn.core.atomic`` as a process of this host that has since exited would name it."""
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     with pytest.MonkeyPatch.context() as m:

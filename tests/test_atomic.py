@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speechrnn.atomic import (
+from speechrnn.core.atomic import (
     atomic_save,
     atomic_write,
     atomic_write_bytes,
@@ -147,7 +147,7 @@ def test_atomic_save_failure_keeps_old_file_and_removes_temp(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from speechrnn.atomic import atomic_write
+    from speechrnn.core.atomic import atomic_write
     with atomic_write(sys.argv[1], "wb") as f:
         for i in range(10_000):
             f.write(b"x" * 65536)
@@ -225,7 +225,7 @@ def test_a_sweep_never_touches_files_the_product_did_not_make(tmp_path, monkeypa
         (tmp_path / name).write_text("the user's")
     (tmp_path / ".corpus.partial").mkdir()
     # a temp file of another machine sharing the folder: its writer cannot be checked from here
-    monkeypatch.setattr("speechrnn.atomic._host", lambda: "othermachine")
+    monkeypatch.setattr("speechrnn.core.atomic._host", lambda: "othermachine")
     other = killed_writers_leftover(tmp_path / "model.ckpt")
     monkeypatch.undo()
     assert sweep_leftovers(tmp_path) == []

@@ -2,7 +2,7 @@
 
 import torch
 
-from speechrnn.augment import SpecAugment, WaveAugment
+from speechrnn.data.augment import SpecAugment, WaveAugment
 
 
 def test_time_shift_moves_each_clip_within_the_limit_and_fills_zeros():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from speechrnn.bench import gemm_flops, lean_step, race, rnn_gemms
-from speechrnn.rnn import ElmanRNN
+from speechrnn.model.rnn import ElmanRNN
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}

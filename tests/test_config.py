@@ -11,9 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from speechrnn.datamodule import synthetic_dir
-from speechrnn.labels import WORDS_V2
-from speechrnn.synth import MARKER
+from speechrnn.data.synthetic import synthetic_dir
+from speechrnn.data.labels import WORDS_V2
+from speechrnn.data.synthetic import MARKER
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROOT = CONF.parent
@@ -80,7 +80,7 @@ def test_missing_checkpoint_path_is_a_clear_error():
 
 
 def test_a_frontend_rate_the_data_pipeline_does_not_produce_is_refused(tmp_path):
-    from speechrnn.errors import ConfigError
+    from speechrnn.core.errors import ConfigError
     from speechrnn.train import train
     cfg = compose_train(["features.sample_rate=8000", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="features.sample_rate=8000"):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.audio import fix_length
-from speechrnn.dataset import DatasetError, hash_split, label_items, scan, split_clips, task_labels
-from speechrnn.evaluate import folder_clips
-from speechrnn.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
+from speechrnn.core.audio import fix_length
+from speechrnn.data.layout import DatasetError, hash_split, label_items, scan, split_clips, task_labels
+from speechrnn.evaluation.evaluate import folder_clips
+from speechrnn.data.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
 
 from conftest import tone, write_wav
 
@@ -111,14 +111,14 @@ def test_named_speakers_split_fsdd_style_speaker_disjoint(tmp_path):
 
 
 def test_speaker_of_reads_canonical_unknown_names():
-    from speechrnn.dataset import speaker_of
+    from speechrnn.data.layout import speaker_of
     assert speaker_of("bed_0a1b2c3d_nohash_0.wav.wav") == speaker_of("0a1b2c3d_nohash_3.wav") == "0a1b2c3d"
 
 
 def test_normalisation_clips_are_drawn_from_every_label_not_the_sorted_head(tone_folder, tmp_path):
     import torch
 
-    from speechrnn.datamodule import SpeechCommandsData
+    from speechrnn.data.datamodule import SpeechCommandsData
     data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4)
     data.setup()
     split = data.splits["training"]
@@ -133,7 +133,7 @@ def test_normalisation_clips_are_drawn_from_every_label_not_the_sorted_head(tone
 
 def shares(num_clips: int, world_size: int, *, epoch: int = 0, consumed: int = 0) -> list[list[int]]:
     """What each rank of ``world_size`` trains on in ``epoch`` after the first ``consumed`` positions."""
-    from speechrnn.datamodule import EpochSampler
+    from speechrnn.data.datamodule import EpochSampler
     samplers = [EpochSampler(num_clips, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
     for s in samplers:
         s.resume_at(epoch, consumed)

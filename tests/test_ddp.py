@@ -19,8 +19,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from speechrnn.datamodule import EpochSampler
-from speechrnn.module import KeywordModule
+from speechrnn.data.datamodule import EpochSampler
+from speechrnn.training.module import KeywordModule
 
 from conftest import tone, write_wav
 

@@ -1,4 +1,4 @@
-"""Specification of speechrnn.download against a local HTTP server; the real network is never used."""
+"""Specification of speechrnn.data.speech_commands (and the download command) against a local HTTP server; the real network is never used."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechrnn import download as dl
+from speechrnn.data import speech_commands as dl
+from speechrnn.download import main as download_main
 
 from conftest import killed_writers_leftover, needs_posix_signals
 
@@ -350,6 +351,6 @@ def test_unknown_version_names_the_choices(tmp_path):
 
 
 def test_cli_fetches_the_archive_and_prints_the_folder(server, official_v2_train, tmp_path, capsys):
-    dl.main(["--cache-dir", str(tmp_path / "cache"), "--base-url", server.url])
+    download_main(["--cache-dir", str(tmp_path / "cache"), "--base-url", server.url])
     assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / "speech_commands_v0.02")
     assert dl.looks_like_speech_commands(tmp_path / "cache" / "speech_commands_v0.02")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.checkpoint import load_model
+from speechrnn.model.checkpoint import load_model
 from speechrnn.export import TOLERANCE, export, main as export_main
-from speechrnn.model import KeywordSpotter
+from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.transcribe import main as transcribe_main
 
 from conftest import tone, write_wav

@@ -24,15 +24,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from speechrnn import atomic
-from speechrnn.cache import decode_split
-from speechrnn.checkpoint import load_model
-from speechrnn.dataset import DatasetError, Item
-from speechrnn.evaluate import folder_clips
-from speechrnn.errors import NonFiniteLossError, friendly
-from speechrnn.module import KeywordModule
-from speechrnn.predict import predict_proba
-from speechrnn.report import classification_report, write_report
+from speechrnn.core import atomic
+from speechrnn.data.cache import decode_split
+from speechrnn.model.checkpoint import load_model
+from speechrnn.data.layout import DatasetError, Item
+from speechrnn.evaluation.evaluate import folder_clips
+from speechrnn.core.errors import friendly
+from speechrnn.training.module import NonFiniteLossError
+from speechrnn.training.module import KeywordModule
+from speechrnn.inference.predict import predict_proba
+from speechrnn.evaluation.report import classification_report, write_report
 from speechrnn.train import train
 
 from conftest import killed_writers_leftover, needs_posix_signals, tone, write_wav
@@ -263,7 +264,7 @@ def test_nan_gradient_stops_with_the_step_and_the_files(corpus, tmp_path, monkey
 
 SLOW_CHECKPOINT = textwrap.dedent("""
     import io, sys, time, torch
-    from speechrnn.module import AtomicCheckpointIO
+    from speechrnn.training.module import AtomicCheckpointIO
     saver, path = AtomicCheckpointIO(), sys.argv[1]
     saver.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(1000)}}, path)
     real_save = torch.save
@@ -299,7 +300,7 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint(tmp_path):
 
 @pytest.fixture
 def commits(monkeypatch) -> list[Path]:
-    """Targets renamed into place by speechrnn.atomic, in order."""
+    """Targets renamed into place by speechrnn.core.atomic, in order."""
     done, commit = [], atomic._commit
     monkeypatch.setattr(atomic, "_commit", lambda tmp, path: (commit(tmp, path), done.append(Path(path))))
     return done
@@ -324,7 +325,7 @@ def test_cache_killed_before_its_index_is_decoded_again(corpus, tmp_path, monkey
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies after the array, before the index
 
-    monkeypatch.setattr("speechrnn.cache.atomic_write_json", killed)
+    monkeypatch.setattr("speechrnn.data.cache.atomic_write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         decode_split(items, ["yes"], tmp_path)
     monkeypatch.undo()

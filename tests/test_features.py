@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchaudio
 
-from speechrnn.features import MFCC, deltas
+from speechrnn.model.features import MFCC, deltas
 
 # torchaudio and librosa build the same mel filterbank (HTK scale, no norm) and dB scale;
 # in float32 they differ by rounding only. Measured: max |diff| about 7e-5 dB on

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speechrnn.module import KeywordModule
+from speechrnn.training.module import KeywordModule
 
 LABELS = ["yes", "no", "up"]
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from speechrnn.checkpoint import load_model
+from speechrnn.model.checkpoint import load_model
 from speechrnn.evaluate import evaluate
 from speechrnn.info import main as info_main
-from speechrnn.predict import predict_proba, predict_steps
-from speechrnn.report import read_curves
+from speechrnn.inference.predict import predict_proba, predict_steps
+from speechrnn.evaluation.report import read_curves
 from speechrnn.train import train
 
 from conftest import tone, write_wav

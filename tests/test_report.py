@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.report import (classification_report, format_report, plot_curves, read_curves, write_curves,
+from speechrnn.evaluation.report import (classification_report, format_report, plot_curves, read_curves, write_curves,
                               write_predictions, write_report)
 
 LABELS = ["yes", "no", "up"]

@@ -25,7 +25,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
-from speechrnn.checkpoint import CheckpointError
+from speechrnn.model.checkpoint import CheckpointError
 from speechrnn.train import train
 
 from conftest import tone, write_wav

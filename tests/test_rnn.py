@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from speechrnn.rnn import ElmanRNN
+from speechrnn.model.rnn import ElmanRNN
 
 B, T, I, H = 3, 7, 5, 6
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.detect import RecognizeCommands, detect_events
-from speechrnn.features import MFCC
-from speechrnn.model import KeywordSpotter
-from speechrnn.runtime import TorchBackend
-from speechrnn.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter
+from speechrnn.inference.detect import RecognizeCommands, detect_events
+from speechrnn.model.features import MFCC
+from speechrnn.model.spotter import KeywordSpotter
+from speechrnn.inference.backends import TorchBackend
+from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter
 from speechrnn.streamtest import build_recording, main as streamtest_main, score
 
 from conftest import tone

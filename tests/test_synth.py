@@ -1,4 +1,4 @@
-"""synth.py: an espeak-ng corpus in the exact Speech Commands layout, deterministic and built once."""
+"""data/synthetic.py and the synth command: an espeak-ng corpus in the exact Speech Commands layout, deterministic and built once."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechrnn import synth
-from speechrnn.dataset import DatasetError
-from speechrnn.synth import MARKER, NOISES, Voice, generate_corpus, main, sample_speakers, synthesize
+from speechrnn.data import synthetic as synth
+from speechrnn.data.layout import DatasetError
+from speechrnn.data.synthetic import MARKER, NOISES, Voice, generate_corpus, sample_speakers, synthesize
+from speechrnn.synth import main
 
 from conftest import killed_writers_leftover, needs_posix_signals
 

@@ -17,13 +17,13 @@ import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
 
-from speechrnn.audio import load_audio
-from speechrnn.cache import decode_split
-from speechrnn.dataset import Item
-from speechrnn.checkpoint import load_model
-from speechrnn.detect import RecognizeCommands, detect_events, summarize
-from speechrnn.predict import predict_proba
-from speechrnn.runtime import TorchBackend
+from speechrnn.core.audio import load_audio
+from speechrnn.data.cache import decode_split
+from speechrnn.data.layout import Item
+from speechrnn.model.checkpoint import load_model
+from speechrnn.inference.detect import RecognizeCommands, detect_events, summarize
+from speechrnn.inference.predict import predict_proba
+from speechrnn.inference.backends import TorchBackend
 from speechrnn.train import train
 from speechrnn.transcribe import main
 

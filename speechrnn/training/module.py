@@ -35,13 +35,13 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from speechrnn.atomic import atomic_save
-from speechrnn.augment import SpecAugment
-from speechrnn.dataset import SILENCE_CUT, STAGE_SPLITS
-from speechrnn.diagnostics import hidden_grad_norms
-from speechrnn.errors import NonFiniteLossError
-from speechrnn.model import KeywordSpotter
-from speechrnn.report import write_curves
+from speechrnn.core.atomic import atomic_save
+from speechrnn.data.augment import SpecAugment
+from speechrnn.data.layout import SILENCE_CUT, STAGE_SPLITS
+from speechrnn.training.diagnostics import hidden_grad_norms
+from speechrnn.core.errors import SpeechRNNError
+from speechrnn.model.spotter import KeywordSpotter
+from speechrnn.evaluation.report import write_curves
 
 
 AUX_PROFILES = ("uniform", "linear")
@@ -50,6 +50,10 @@ AUX_PROFILES = ("uniform", "linear")
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
+
+
+class NonFiniteLossError(SpeechRNNError, RuntimeError):
+    """Training produced a NaN or infinite loss or gradient; the message names the step and files."""
 
 class KeywordModule(L.LightningModule):
     """Lightning wrapper of ``KeywordSpotter``.
@@ -69,7 +73,7 @@ class KeywordModule(L.LightningModule):
             which have heard most of the word, count most, early ones barely. (Default: ``"uniform"``)
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
         diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
-            (``speechrnn.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
+            (``speechrnn.training.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
     """
 
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,

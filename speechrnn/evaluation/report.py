@@ -24,8 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text, sweep_leftovers
-from speechrnn.dataset import SILENCE_CUT
+from speechrnn.core.atomic import atomic_save, atomic_write_json, atomic_write_text, sweep_leftovers
+from speechrnn.data.layout import SILENCE_CUT
 
 
 def _as_indices(y: Any, name: str, num_classes: int) -> np.ndarray:

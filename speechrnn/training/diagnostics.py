@@ -4,7 +4,7 @@
 vanishing-gradient picture. A plain tanh RNN typically shows the norm falling
 geometrically from t = T back to t = 1 (early frames barely influence the
 weights), where a GRU or LSTM keeps it flat. It works for any encoder of
-``speechrnn.model`` by unrolling it with ``step`` and keeping each state's gradient.
+``speechrnn.model.spotter`` by unrolling it with ``step`` and keeping each state's gradient.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def hidden_grad_norms(encoder: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Mean over the batch of ||dL/dh_t|| of the top layer, for t = 1..T.
 
     Args:
-        encoder (nn.Module): an encoder of ``speechrnn.model`` (``step``, ``hidden``, ``readout``).
+        encoder (nn.Module): an encoder of ``speechrnn.model.spotter`` (``step``, ``hidden``, ``readout``).
         x (Tensor): features ``(B, T, F)``.
         y (Tensor): class indices ``(B,)``; L is the cross-entropy of the last state's readout.
 

@@ -38,8 +38,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from speechrnn.audio import as_float
-from speechrnn.features import MFCC, deltas
+from speechrnn.core.audio import as_float
+from speechrnn.model.features import MFCC, deltas
 
 CLIP_SECONDS = 1.0  # the length of the training clips, i.e. of the window one posterior covers
 
@@ -132,7 +132,7 @@ class EncoderStream:
     """B recurrent states of an encoder, advanced one step at a time.
 
     Args:
-        encoder (nn.Module): any encoder of ``speechrnn.model`` (``init_state``, ``step``).
+        encoder (nn.Module): any encoder of ``speechrnn.model.spotter`` (``init_state``, ``step``).
         batch (int, optional): parallel states, B. (Default: ``1``)
 
     Shapes:

@@ -16,14 +16,20 @@ is cut from ``_background_noise_``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from speechrnn.audio import AUDIO_EXTENSIONS
-from speechrnn.labels import BACKGROUND_NOISE_DIR, KWS12, SILENCE, UNKNOWN, words_for_version
+import torch
+
+from speechrnn.core.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, load_audio
+from speechrnn.core.errors import SpeechRNNError
+from speechrnn.data.labels import BACKGROUND_NOISE_DIR, KWS12, SILENCE, UNKNOWN, WORDS_V2, words_for_version
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("training", "validation", "testing")
 STAGE_SPLITS = {"train": "training", "val": "validation"}  # Lightning stage -> split (testing: evaluate_clips)
@@ -31,7 +37,7 @@ MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # from the reference recipe's hash rule
 SILENCE_CUT = "<silence cut>"  # how reports and errors name a clip cut from background noise (no file)
 
 
-class DatasetError(ValueError):
+class DatasetError(SpeechRNNError, ValueError):
     """A dataset folder that cannot be used; the message is one line naming it and the fix."""
 
 
@@ -189,3 +195,30 @@ def label_items(folders: dict[str, list[Path]], labels: list[str], *, sample: bo
             else:
                 items.append(Item(SILENCE))  # no noise files: digital silence, as the reference does
     return items
+
+
+def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
+    """The ``_background_noise_`` clips of a dataset (unreadable ones reported and skipped)."""
+    noise = []
+    for path in sorted((root / BACKGROUND_NOISE_DIR).glob("*.wav")):
+        try:
+            noise.append(load_audio(path, sample_rate))
+        except AudioError as err:
+            log.warning("skipping background noise %s", err)
+    return noise
+
+
+def check_label_folders(root: Path, folders: list[str], labels: list[str]) -> None:
+    """Refuse a dataset whose folders match no label; warn once about each folder that is no known word.
+
+    Raises:
+        DatasetError: no folder is named after a label of the task.
+    """
+    recognised = set(labels) | {SILENCE, UNKNOWN}
+    if not recognised & set(folders):
+        raise DatasetError(f"{root}: no label folder matches the task's labels {labels} (found {sorted(folders)}); "
+                           "name each folder after its keyword, or choose the task (task=..., data.words=[...])")
+    fate = "used as _unknown_" if UNKNOWN in labels else "left out"
+    for name in sorted(set(folders) - recognised - set(WORDS_V2)):
+        log.warning("label folder %s is neither a label of the task nor a Speech Commands word; its clips are %s "
+                    "(rename it if it holds a keyword)", root / name, fate)

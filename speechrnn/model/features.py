@@ -6,7 +6,7 @@ raw clip computes exactly the training features.
 
 Frames are computed with ``center=False``: frame t covers samples
 [t * hop, t * hop + win), so features of a stream can be produced chunk by chunk
-with the same result as the whole clip (see ``speechrnn.streaming``). For the same
+with the same result as the whole clip (see ``speechrnn.inference.streaming``). For the same
 reason the dB scale has no ``top_db`` clamp, which would depend on the whole clip.
 """
 

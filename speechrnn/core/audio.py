@@ -7,7 +7,6 @@ is one line naming the file and the problem, so callers can report and skip it.
 
 from __future__ import annotations
 
-import logging
 import struct
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -17,16 +16,14 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from speechrnn.labels import BACKGROUND_NOISE_DIR
-
-log = logging.getLogger(__name__)
+from speechrnn.core.errors import SpeechRNNError
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
 WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 0x0001, 0xFFFE  # format tags of a wav's fmt chunk
 
 
-class AudioError(ValueError):
+class AudioError(SpeechRNNError, ValueError):
     """A clip that cannot be used; ``str(err)`` is ``"<path>: <reason>"``."""
 
     def __init__(self, path: str | Path, reason: str):
@@ -176,16 +173,6 @@ def _wav_bytes_missing(path: Path) -> int:
             f.seek(declared + (declared & 1), 1)  # chunks are padded to an even length
     return 0
 
-
-def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
-    """The ``_background_noise_`` clips of a dataset (unreadable ones reported and skipped)."""
-    noise = []
-    for path in sorted((root / BACKGROUND_NOISE_DIR).glob("*.wav")):
-        try:
-            noise.append(load_audio(path, sample_rate))
-        except AudioError as err:
-            log.warning("skipping background noise %s", err)
-    return noise
 
 
 ALIGNMENTS = ("start", "centre", "end")

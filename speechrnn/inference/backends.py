@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechrnn.checkpoint import CheckpointError, load_model
-from speechrnn.model import KeywordSpotter
-from speechrnn.predict import predict_proba
-from speechrnn.streaming import StreamingSpotter, WindowedSpotter, window_geometry
+from speechrnn.model.checkpoint import CheckpointError, load_model
+from speechrnn.model.spotter import KeywordSpotter
+from speechrnn.inference.predict import predict_proba
+from speechrnn.inference.streaming import StreamingSpotter, WindowedSpotter, window_geometry
 
 META_PREFIX = "speechrnn."
 

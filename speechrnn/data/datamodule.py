@@ -3,7 +3,7 @@
 ``prepare_data`` makes the data exist (synthesises the embedded corpus, or
 downloads / extracts Speech Commands); ``setup`` splits and labels the clips for
 the task and decodes each split once into a memory-mapped cache
-(``speechrnn.cache``). Batches are ``(wave (B, S) float32, label (B,), index (B,))``;
+(``speechrnn.data.cache``). Batches are ``(wave (B, S) float32, label (B,), index (B,))``;
 the index names the clip in ``files(split)`` for error messages.
 
 A run killed mid-epoch resumes exactly: the training order of epoch ``e`` is a
@@ -21,7 +21,6 @@ different augmentations and a resumed DDP run also skips exactly what was traine
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -30,14 +29,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from speechrnn.audio import SAMPLE_RATE, as_float, load_noise
-from speechrnn.augment import WaveAugment
-from speechrnn.cache import ClipArray, decode_split
-from speechrnn.dataset import SPLITS, DatasetError, label_items, scan, split_clips, task_labels
-from speechrnn.labels import SILENCE, UNKNOWN, WORDS_V2
+from speechrnn.core.audio import SAMPLE_RATE, as_float
+from speechrnn.data.augment import WaveAugment
+from speechrnn.data.cache import ClipArray, decode_split
+from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, scan, split_clips,
+                                   task_labels)
 
 log = logging.getLogger(__name__)
 
@@ -113,65 +111,6 @@ class EpochSampler(Sampler[int]):
         yield from padded[start + self.rank::self.world_size].tolist()
 
 
-def check_label_folders(root: Path, folders: list[str], labels: list[str]) -> None:
-    """Refuse a dataset whose folders match no label; warn once about each folder that is no known word.
-
-    Raises:
-        DatasetError: no folder is named after a label of the task.
-    """
-    recognised = set(labels) | {SILENCE, UNKNOWN}
-    if not recognised & set(folders):
-        raise DatasetError(f"{root}: no label folder matches the task's labels {labels} (found {sorted(folders)}); "
-                           "name each folder after its keyword, or choose the task (task=..., data.words=[...])")
-    fate = "used as _unknown_" if UNKNOWN in labels else "left out"
-    for name in sorted(set(folders) - recognised - set(WORDS_V2)):
-        log.warning("label folder %s is neither a label of the task nor a Speech Commands word; its clips are %s "
-                    "(rename it if it holds a keyword)", root / name, fate)
-
-
-def synthetic_words(task: str, words: list[str] | None, unknown: bool = True) -> list[str]:
-    """The words the embedded corpus speaks for a task: ``${synthetic_words:...}`` in ``conf/data/synthetic.yaml``.
-
-    Args:
-        task (str): ``kws12``, ``kws35`` or ``custom``.
-        words (list[str] | None): the keywords of a ``custom`` task.
-        unknown (bool, optional): the task has an ``_unknown_`` class. (Default: ``True``)
-
-    Returns:
-        list[str]: the 35 words of Speech Commands v0.02, or a custom task's keywords followed,
-        when it has ``_unknown_``, by the Speech Commands words not among them: fillers from which
-        the model learns to reject other words. (``_silence_`` is cut from the corpus's noise.)
-    """
-    if task != "custom" or not words:  # custom without words: task_labels says what is missing
-        return list(WORDS_V2)
-    keywords = [str(w) for w in words]
-    return keywords + ([w for w in WORDS_V2 if w not in keywords] if unknown else [])
-
-
-def synthetic_dir(task: str, words: list[str] | None, unknown: bool = True) -> str:
-    """Folder name of the embedded corpus for a task: ``${synthetic_dir:...}`` in ``conf/data/synthetic.yaml``.
-
-    ``synthetic`` for kws12 and kws35; a custom task's corpus gets its own folder,
-    ``synthetic-<keywords joined by ->`` (``-only`` appended when it has no ``_unknown_`` fillers),
-    or ``synthetic-<hash of its words>`` when that would be longer than 64 characters, so it
-    never meets the default corpus (a corpus is never replaced, see ``synth.generate_corpus``).
-    Arguments as for ``synthetic_words``.
-    """
-    if task != "custom" or not words:
-        return "synthetic"
-    name = "-".join(["synthetic", *map(str, words)] + ([] if unknown else ["only"]))
-    if len(name) > 64:
-        spoken = "\n".join(synthetic_words(task, words, unknown))
-        name = f"synthetic-{hashlib.sha1(spoken.encode()).hexdigest()[:10]}"
-    return name
-
-
-# Used by conf/data/synthetic.yaml: whatever composes conf/ imports this module first (train and
-# evaluate do through their imports; bench and tests/conftest.py import it for this).
-OmegaConf.register_new_resolver("synthetic_words", synthetic_words)
-OmegaConf.register_new_resolver("synthetic_dir", synthetic_dir)
-
-
 class SpeechCommandsData(L.LightningDataModule):
     """Speech Commands (or any folder in its layout), labelled for a task and split by the standard protocol.
 
@@ -195,7 +134,7 @@ class SpeechCommandsData(L.LightningDataModule):
         cache_dir (str, optional): where decoded splits are kept. (Default: ``"data/cache"``)
         augment (dict, optional): ``WaveAugment`` arguments; ``None`` turns it off. (Default: ``None``)
         synth (dict, optional): if given, ``prepare_data`` synthesises the embedded corpus at
-            ``root`` with these ``speechrnn.synth.generate_corpus`` arguments. (Default: ``None``)
+            ``root`` with these ``speechrnn.data.synthetic.generate_corpus`` arguments. (Default: ``None``)
         download (bool, optional): fetch the official archive when ``root`` is missing. (Default: ``False``)
         seed (int, optional): seed of the unknown/silence draw and of the training order per epoch. (Default: ``59185``, the reference's)
         align (str, optional): where a clip shorter than the window sits: ``"start"`` (zero padding
@@ -231,10 +170,10 @@ class SpeechCommandsData(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synth is not None:
-            from speechrnn.synth import generate_corpus
+            from speechrnn.data.synthetic import generate_corpus
             generate_corpus(self.root, **self.synth)
         elif self.download or str(self.root).endswith((".tar.gz", ".tgz")):
-            from speechrnn.download import prepare_speech_commands
+            from speechrnn.data.speech_commands import prepare_speech_commands
             self.root = prepare_speech_commands(self.root, version=self.version, cache_dir=self.cache_dir.parent,
                                                 download=self.download)
 

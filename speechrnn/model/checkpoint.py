@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from speechrnn.model import KeywordSpotter
+
+from speechrnn.core.errors import SpeechRNNError
+from speechrnn.model.spotter import KeywordSpotter
 
 REQUIRED_HPARAMS = ("labels", "features", "encoder")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(SpeechRNNError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 

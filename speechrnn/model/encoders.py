@@ -1,7 +1,7 @@
-"""The keyword spotter: MFCC frontend -> recurrent encoder -> last hidden state -> class scores.
+"""The recurrent encoders a keyword spotter can use, all called alike.
 
 ``encoder.kind`` picks the recurrence: ``rnn`` is the product's basic (Elman) RNN
-(``speechrnn.rnn``); ``gru`` and ``lstm`` are ``torch.nn`` baselines run on the
+(``speechrnn.model.rnn``); ``gru`` and ``lstm`` are ``torch.nn`` baselines run on the
 same pipeline. Every encoder exposes the same calls, so the rest of the product never
 asks which it is: ``forward(x) -> (hs, h_n)`` over a clip, ``readout(h) -> scores``, and for
 streaming ``init_state(B)``, ``step(x_t, state) -> (h_t, state)`` and ``hidden(state) -> h``.
@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from speechrnn.features import MFCC
-from speechrnn.rnn import ElmanRNN
+from speechrnn.model.rnn import ElmanRNN
 
 ENCODER_KINDS = ("rnn", "gru", "lstm")
 
@@ -73,31 +72,3 @@ def build_encoder(kind: str, input_size: int, num_classes: int, hidden_size: int
     if rnn_options:
         raise ValueError(f"options {sorted(rnn_options)} apply to the basic RNN only, not {kind!r}")
     return TorchRecurrent(kind, input_size, hidden_size, num_classes, num_layers)
-
-
-class KeywordSpotter(nn.Module):
-    """Waveform in, keyword scores out; the prediction uses the last hidden state.
-
-    Args:
-        labels (list[str]): class names, in output order.
-        features (dict): ``MFCC`` keyword arguments.
-        encoder (dict): ``build_encoder`` keyword arguments (``kind``, ``hidden_size``, ...).
-
-    Shapes:
-        ``(B, N)`` waveform at ``features["sample_rate"]`` -> ``(B, C)`` logits.
-    """
-
-    def __init__(self, labels: list[str], features: dict, encoder: dict):
-        super().__init__()
-        self.labels = list(labels)
-        self.frontend = MFCC(**features)
-        self.encoder = build_encoder(input_size=self.frontend.dim, num_classes=len(self.labels), **encoder)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Features ``(B, T, F)`` -> (logits ``(B, C)`` from h_T, per-step hidden states ``(B, T, H)``)."""
-        hs, _ = self.encoder(x)  # (B, T, H)
-        return self.encoder.readout(hs[:, -1]), hs
-
-    def forward(self, wave: Tensor) -> Tensor:
-        logits, _ = self.forward_features(self.frontend(wave))
-        return logits

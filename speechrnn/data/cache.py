@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speechrnn.atomic import atomic_save, atomic_write_json, sweep_leftovers
-from speechrnn.audio import AudioError, fix_length, load_audio, to_pcm16
-from speechrnn.dataset import Item
+from speechrnn.core.atomic import atomic_save, atomic_write_json, sweep_leftovers
+from speechrnn.core.audio import AudioError, fix_length, load_audio, to_pcm16
+from speechrnn.data.layout import Item
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from speechrnn.audio import as_float
-from speechrnn.model import KeywordSpotter
+from speechrnn.core.audio import as_float
+from speechrnn.model.spotter import KeywordSpotter
 
 
 @torch.no_grad()

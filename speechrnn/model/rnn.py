@@ -4,7 +4,7 @@
 
 ``ElmanCell`` holds one layer's weights and takes one step; ``ElmanRNN`` stacks
 cells, unrolls them over the frames of a clip (``forward``) or one frame at a time
-for streaming (``init_state``, ``step``: every encoder of ``speechrnn.model`` has the
+for streaming (``init_state``, ``step``: every encoder of ``speechrnn.model.spotter`` has the
 same three calls), and owns the optional readout W_hy, b_y.
 
 Speed: unrolling with autograd records ~5 small ops per frame and runs torch.tanh,

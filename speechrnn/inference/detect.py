@@ -1,6 +1,6 @@
 """Keyword detection in recordings longer than one clip: which keywords occur, and when.
 
-A spotter (``speechrnn.streaming.StreamingSpotter``, or ``WindowedSpotter`` around an
+A spotter (``speechrnn.inference.streaming.StreamingSpotter``, or ``WindowedSpotter`` around an
 exported model) gives the posterior of every 1 s window, one every ``hop * stack``
 samples. ``RecognizeCommands`` smooths them as TensorFlow's reference does
 (``tensorflow/examples/speech_commands/recognize_commands.py``): it averages the
@@ -21,7 +21,7 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from speechrnn.labels import SILENCE
+from speechrnn.data.labels import SILENCE
 
 
 class RecognizeCommands:
