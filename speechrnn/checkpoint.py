@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
 from speechrnn.model import KeywordSpotter
 
 REQUIRED_HPARAMS = ("labels", "features", "encoder")
@@ -19,8 +21,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
-    """The ``KeywordSpotter`` stored in a training checkpoint, in eval mode.
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict, dict[str, Tensor]]:
+    """The hyper-parameters (``labels``, ``features``, ``encoder``, ...) and the ``KeywordSpotter``
+    state dict stored in a training checkpoint.
 
     Raises:
         CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
@@ -37,8 +40,18 @@ def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
     if not all(k in hparams for k in REQUIRED_HPARAMS) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a speechrnn checkpoint (no labels/features/encoder settings); "
                               "use one written by python -m speechrnn.train")
-    model = KeywordSpotter(hparams["labels"], hparams["features"], hparams["encoder"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return hparams, state
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
+    """The ``KeywordSpotter`` stored in a training checkpoint, in eval mode.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
+    """
+    hparams, state = read_checkpoint(path, map_location)
+    model = KeywordSpotter(hparams["labels"], hparams["features"], hparams["encoder"])
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

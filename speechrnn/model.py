@@ -3,7 +3,8 @@
 ``encoder.kind`` picks the recurrence: ``rnn`` is the product's basic (Elman) RNN
 (``speechrnn.rnn``); ``gru`` and ``lstm`` are ``torch.nn`` baselines run on the
 same pipeline. Every encoder exposes the same two calls, ``forward(x) -> (hs, h_n)``
-and ``readout(h) -> scores``, so the rest of the product never asks which it is.
+and ``readout(h) -> scores``, and names its readout's weight and bias (``readout_names``,
+one row per class), so the rest of the product never asks which it is.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class TorchRecurrent(nn.Module):
         output_size (int): classes.
         num_layers (int, optional): stacked layers. (Default: ``1``)
     """
+
+    readout_names = ("out.weight", "out.bias")  # as ElmanRNN's W_hy, b_y
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
         super().__init__()
