@@ -9,6 +9,7 @@ receives ``checkpoints/best.ckpt`` and ``last.ckpt``, the resolved ``config.yaml
 A killed run resumes in its own folder with the same overrides plus
 ``hydra.run.dir=runs/<run> ckpt_path=runs/<run>/checkpoints/last.ckpt``; it continues
 from the saved step and ends as the uninterrupted run would (see ``speechrnn.data.datamodule``).
+``init_from=<ckpt>`` instead starts a new run from a checkpoint's weights (``speechrnn.training.finetune``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from speechrnn.model.checkpoint import CheckpointError, load_model
 from speechrnn.core.errors import ConfigError
 from speechrnn.evaluation.evaluate import evaluate_clips
 from speechrnn.training.config import check_config_types, command
+from speechrnn.training.finetune import init_weights, source_of
 from speechrnn.training.module import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ def train(cfg: DictConfig) -> dict:
                           f"keep features.sample_rate={SAMPLE_RATE}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is not an integer")
+    source = source_of(cfg)  # init_from: the checkpoint to fine-tune, checked before any work
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise CheckpointError(f"{cfg.ckpt_path}: checkpoint to resume from not found; "
                               "pass ckpt_path=runs/<run>/checkpoints/last.ckpt of the interrupted run")
@@ -54,7 +57,9 @@ def train(cfg: DictConfig) -> dict:
     data.prepare_data()
     data.setup("fit")
     module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
-    if not cfg.ckpt_path:  # a resumed run restores the statistics with the weights
+    if source is not None:
+        init_weights(module.model, source, data.train_waves())
+    elif not cfg.ckpt_path:  # a resumed run restores the statistics with the weights
         module.model.frontend.fit_normalization(data.train_waves())
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]

@@ -1,5 +1,7 @@
 """Speech Commands protocol: splits, task labels, unknown/silence proportions, odd layouts."""
 
+import itertools
+import logging
 import math
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from speechrnn.core.audio import fix_length
-from speechrnn.data.layout import DatasetError, hash_split, label_items, scan, split_clips, task_labels
+from speechrnn.data.layout import DatasetError, hash_split, label_items, scan, speaker_of, split_clips, task_labels
 from speechrnn.evaluation.evaluate import folder_clips
 from speechrnn.data.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
 
@@ -164,3 +166,55 @@ def test_resumed_with_other_ranks_the_rest_of_the_epoch_is_shared_level():
     (whole,) = shares(24, 1)
     resumed = shares(24, 3, consumed=2 * 3 * 2)  # the killed run had 2 ranks, the resumed one 3
     assert [len(r) for r in resumed] == [4, 4, 4] and sorted(sum(resumed, [])) == sorted(whole[12:])
+def folder_hashing_to_testing(root: Path, speakers: int = 20) -> Path:
+    """``speakers`` speakers x yes/no, every id one the reference hash sends to testing, as in a folder
+    that is itself a test split. The clips are empty files: splitting reads only their names."""
+    ids = (f"{i:08x}" for i in itertools.count())
+    for spk in itertools.islice((i for i in ids if hash_split(f"{i}_nohash_0.wav") == "testing"), speakers):
+        for word in ("yes", "no"):
+            (root / word).mkdir(parents=True, exist_ok=True)
+            (root / word / f"{spk}_nohash_0.wav").touch()
+    return root
+
+
+def speakers_by_split(splits: dict) -> dict[str, set[str]]:
+    return {s: {speaker_of(p.name) for clips in by.values() for p in clips} for s, by in splits.items()}
+
+
+def test_a_hash_split_far_from_its_shares_is_one_warning_naming_the_splits_and_the_way_out(tmp_path, caplog):
+    root = folder_hashing_to_testing(tmp_path / "test_set")
+    with caplog.at_level(logging.WARNING, logger="speechrnn.data.layout"):
+        split_clips(root, scan(root))
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(root) in warning
+    assert "training 0.0 % (intended 80 %)" in warning and "testing 100.0 % (intended 10 %)" in warning
+    assert "data.split=speaker_fraction" in warning
+
+
+def test_speaker_fraction_deals_whole_speakers_by_the_percentages_for_a_seed(tmp_path):
+    root = folder_hashing_to_testing(tmp_path / "test_set")
+    splits = split_clips(root, scan(root), split="speaker_fraction", seed=1)
+    sizes = {s: sum(map(len, by.values())) for s, by in splits.items()}
+    assert sizes == {"training": 32, "validation": 4, "testing": 4}  # 80/10/10 % of 20 speakers x 2 clips
+    speakers = speakers_by_split(splits)
+    assert sum(map(len, speakers.values())) == 20  # no speaker in two splits
+    assert speakers_by_split(split_clips(root, scan(root), split="speaker_fraction", seed=1)) == speakers
+    assert speakers_by_split(split_clips(root, scan(root), split="speaker_fraction", seed=2)) != speakers
+
+
+def test_a_split_salt_draws_another_hash_split_with_each_speaker_whole(tmp_path):
+    root = folder_hashing_to_testing(tmp_path / "test_set")
+    speakers = speakers_by_split(split_clips(root, scan(root), salt="mine"))
+    assert speakers["training"] and speakers["testing"]  # unsalted, every speaker is in testing
+    assert sum(map(len, speakers.values())) == 20
+
+
+def test_every_split_is_logged_with_its_clips_per_label(tone_folder, tmp_path, caplog):
+    from speechrnn.data.datamodule import SpeechCommandsData
+    data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4)
+    with caplog.at_level(logging.INFO, logger="speechrnn.data.datamodule"):
+        data.setup()
+    lines = [r.getMessage() for r in caplog.records]
+    for split, clips in data.splits.items():
+        [line] = [ln for ln in lines if ln.startswith(f"{split} split: {len(clips)} clips (")]
+        assert f"yes {int((clips.labels == data.labels.index('yes')).sum())}," in line

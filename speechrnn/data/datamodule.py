@@ -129,6 +129,11 @@ class SpeechCommandsData(L.LightningDataModule):
             files or hash rule (e.g. FSDD's speaker-disjoint test). (Default: ``None``)
         validation_speakers (list[str], optional): likewise for validation; without them,
             validation is ``validation_percentage`` of the other speakers' clips. (Default: ``None``)
+        split (str, optional): without named speakers, ``"reference"`` (the list files, else the
+            reference hash rule) or ``"speaker_fraction"`` (the speakers shuffled by ``seed`` and
+            dealt by the percentages, for a folder whose ids hash unevenly; see
+            ``speechrnn.dataset.deal_speakers``). (Default: ``"reference"``)
+        split_salt (str, optional): mixed into the hash rule: another speaker split. (Default: ``""``)
         batch_size (int, optional): clips per batch. (Default: ``128``)
         num_workers (int, optional): loader processes. (Default: ``0``)
         cache_dir (str, optional): where decoded splits are kept. (Default: ``"data/cache"``)
@@ -146,6 +151,7 @@ class SpeechCommandsData(L.LightningDataModule):
                  silence: bool = True, unknown: bool = True, silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
                  validation_percentage: float = 10.0, testing_percentage: float = 10.0,
                  testing_speakers: list[str] | None = None, validation_speakers: list[str] | None = None,
+                 split: str = "reference", split_salt: str = "",
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str = "data/cache",
                  augment: dict | None = None, synth: dict | None = None, download: bool = False,
                  seed: int = 59185, align: str = "start"):
@@ -158,7 +164,8 @@ class SpeechCommandsData(L.LightningDataModule):
         self.percent = dict(silence_percentage=silence_percentage, unknown_percentage=unknown_percentage)
         self.split_rule = dict(validation_percentage=validation_percentage, testing_percentage=testing_percentage,
                                testing_speakers=list(testing_speakers or []),
-                               validation_speakers=list(validation_speakers or []))
+                               validation_speakers=list(validation_speakers or []),
+                               split=split, salt=str(split_salt), seed=seed)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_dir, self.align = Path(cache_dir), align
         self.augment = WaveAugment(**augment) if augment else None
@@ -191,12 +198,19 @@ class SpeechCommandsData(L.LightningDataModule):
                 raise DatasetError(f"{self.root}: the {split} split has no clips for labels {self.labels}")
             self.splits[split] = decode_split(items, self.labels, self.cache_dir, noise=noise, align=self.align,
                                                name=split)
+            log.info("%s", self._size_line(split))
         # noise for augmentation, cut to a common length so a batch can index it
         if noise:
             n = min(len(x) for x in noise)
             self.noise = torch.stack([x[:n] for x in noise])  # (K, M)
         # the run's seed (L.seed_everything), so seed=... changes the augmentation draws too
         self.augment_seed = torch.initial_seed()
+
+    def _size_line(self, split: str) -> str:
+        """``training split: 293 clips (yes 25, no 27, ...)``: what a split holds once decoded, per label."""
+        counts = np.bincount(self.splits[split].labels, minlength=len(self.labels))  # (C,)
+        per_label = ", ".join(f"{label} {n}" for label, n in zip(self.labels, counts.tolist()))
+        return f"{split} split: {len(self.splits[split])} clips ({per_label})"
 
     def files(self, split: str) -> list[str]:
         """Clip paths of a split (``training``/``validation``/``testing``), by batch index."""

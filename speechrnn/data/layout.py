@@ -7,7 +7,9 @@ A folder is in the Speech Commands layout when it holds ``<word>/<clip>.wav``
 
 Splits follow the reference recipe (TensorFlow's ``input_data.py``): the list
 files when present, otherwise the SHA-1 hash of the part of the name before
-``_nohash_``, so one speaker never lands in two splits. For kws12, ``_unknown_``
+``_nohash_``, so one speaker never lands in two splits. A folder whose speaker ids
+hash unevenly (one that is itself a test split hashes almost wholly to testing) is
+warned about, and can be split by ``deal_speakers`` instead, or by a salted hash. For kws12, ``_unknown_``
 and ``_silence_`` are each ``unknown_percentage`` / ``silence_percentage`` of the
 known-word clips of a split; unknown clips are drawn from the other words, silence
 is cut from ``_background_noise_``.
@@ -20,6 +22,7 @@ import logging
 import math
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +34,10 @@ from speechrnn.data.labels import BACKGROUND_NOISE_DIR, KWS12, SILENCE, UNKNOWN,
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("training", "validation", "testing")
+SPLIT_RULES = ("reference", "speaker_fraction")  # data.split
 STAGE_SPLITS = {"train": "training", "val": "validation"}  # Lightning stage -> split (testing: evaluate_clips)
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # from the reference recipe's hash rule
 SILENCE_CUT = "<silence cut>"  # how reports and errors name a clip cut from background noise (no file)
@@ -76,14 +82,50 @@ def speaker_of(filename: str) -> str:
     return re.sub(r"_nohash_.*$", "", Path(filename).name).split("_")[-1]
 
 
-def hash_split(filename: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0) -> str:
-    """The reference recipe's split of a clip, from the SHA-1 of its name before ``_nohash_``."""
-    percentage = _percentage(re.sub(r"_nohash_.*$", "", Path(filename).name))
+def _split_at(percentage: float, validation_percentage: float, testing_percentage: float) -> str:
+    """The split whose band holds ``percentage``: validation [0, v), testing [v, v + t), training the rest."""
     if percentage < validation_percentage:
         return "validation"
     if percentage < validation_percentage + testing_percentage:
         return "testing"
     return "training"
+
+
+def hash_split(filename: str, validation_percentage: float = 10.0, testing_percentage: float = 10.0,
+               salt: str = "") -> str:
+    """The reference recipe's split of a clip, from the SHA-1 of its name before ``_nohash_``.
+
+    A non-empty ``salt`` is put before the name, which draws another split, still one speaker
+    to one split; ``""`` is the reference rule.
+    """
+    percentage = _percentage(salt + re.sub(r"_nohash_.*$", "", Path(filename).name))
+    return _split_at(percentage, validation_percentage, testing_percentage)
+
+
+def deal_speakers(folders: dict[str, list[Path]], validation_percentage: float = 10.0,
+                  testing_percentage: float = 10.0, seed: int = 59185, salt: str = "") -> dict[str, str]:
+    """Speaker id -> split: the speakers, shuffled, dealt so each split gets its share of the clips.
+
+    The shuffled speakers are laid end to end on [0, 100), each as wide as its share of the
+    clips, and each goes to the split whose band (as in ``hash_split``) holds its middle: the
+    shares come out right to about one speaker's clips, however the ids would hash.
+
+    Args:
+        folders (dict): ``{folder: clips}``; a speaker is ``speaker_of`` a clip's name.
+        validation_percentage, testing_percentage (float, optional): the shares; training has
+            the rest. (Default: ``10``, ``10``)
+        seed (int, optional): the shuffle's seed. (Default: ``59185``)
+        salt (str, optional): mixed into the seed, as in ``hash_split``: another deal. (Default: ``""``)
+    """
+    counts = Counter(speaker_of(clip.name) for clips in folders.values() for clip in clips)
+    speakers = sorted(counts)
+    random.Random(f"{salt}{seed}").shuffle(speakers)
+    total, start, dealt = sum(counts.values()), 0, {}
+    for speaker in speakers:
+        dealt[speaker] = _split_at(100.0 * (start + counts[speaker] / 2) / total,
+                                   validation_percentage, testing_percentage)
+        start += counts[speaker]
+    return dealt
 
 
 def speaker_split(filename: str, testing_speakers: list[str], validation_speakers: list[str],
@@ -146,22 +188,73 @@ def read_split_lists(root: Path) -> dict[str, set[str]] | None:
 
 def split_clips(root: str | Path, folders: dict[str, list[Path]], validation_percentage: float = 10.0,
                 testing_percentage: float = 10.0, testing_speakers: list[str] | None = None,
-                validation_speakers: list[str] | None = None) -> dict[str, dict[str, list[Path]]]:
-    """``{split: {folder: clips}}`` by named speakers if given, else the list files, else the hash rule."""
+                validation_speakers: list[str] | None = None, split: str = "reference", salt: str = "",
+                seed: int = 59185) -> dict[str, dict[str, list[Path]]]:
+    """``{split: {folder: clips}}`` by named speakers if given, else as ``split`` says.
+
+    ``split="reference"``: the list files, else ``hash_split``; ``split="speaker_fraction"``:
+    ``deal_speakers`` with ``seed``; ``salt`` draws another split of either. A split by
+    percentages that comes out far from them is warned about (``warn_if_skewed``).
+
+    Raises:
+        DatasetError: an unknown ``split``, or one given together with ``testing_speakers``.
+    """
     root = Path(root)
-    lists = None if testing_speakers else read_split_lists(root)
+    if split not in SPLIT_RULES:
+        raise DatasetError(f"data.split={split!r}: unknown split rule; expected one of {list(SPLIT_RULES)}")
+    if testing_speakers and split != "reference":
+        raise DatasetError(f"data.split={split} and data.testing_speakers both choose the test speakers; drop one")
+    lists = None if testing_speakers or split != "reference" else read_split_lists(root)
+    dealt = None
+    if split == "speaker_fraction":
+        dealt = deal_speakers(folders, validation_percentage, testing_percentage, seed, salt)
     out: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
     for word, clips in folders.items():
         for clip in clips:
             if testing_speakers:
-                split = speaker_split(clip.name, testing_speakers, validation_speakers or [], validation_percentage)
+                name = speaker_split(clip.name, testing_speakers, validation_speakers or [], validation_percentage)
+            elif dealt is not None:
+                name = dealt[speaker_of(clip.name)]
             elif lists is not None:
                 rel = f"{word}/{clip.name}"
-                split = next((s for s in ("validation", "testing") if rel in lists[s]), "training")
+                name = next((s for s in ("validation", "testing") if rel in lists[s]), "training")
             else:
-                split = hash_split(clip.name, validation_percentage, testing_percentage)
-            out[split].setdefault(word, []).append(clip)
+                name = hash_split(clip.name, validation_percentage, testing_percentage, salt)
+            out[name].setdefault(word, []).append(clip)
+    if not testing_speakers and lists is None:
+        warn_if_skewed(root, out, validation_percentage, testing_percentage, rule=split)
     return out
+
+
+def warn_if_skewed(root: Path, splits: dict[str, dict[str, list[Path]]], validation_percentage: float,
+                   testing_percentage: float, rule: str = "reference") -> None:
+    """One warning line naming every split whose share of the clips is under half or over double its percentage.
+
+    The hash rule's shares are right on average over many speakers, not on any one folder:
+    the canonical test set hashes almost wholly to testing. The warning names the way out.
+
+    Args:
+        root (Path): the dataset folder, named in the warning.
+        splits (dict): ``{split: {folder: clips}}`` as ``split_clips`` made it.
+        validation_percentage, testing_percentage (float): the intended shares; training has the rest.
+        rule (str, optional): the ``split_clips`` rule that made ``splits``. (Default: ``"reference"``)
+    """
+    intended = {"training": 100.0 - validation_percentage - testing_percentage,
+                "validation": validation_percentage, "testing": testing_percentage}
+    sizes = {s: sum(len(clips) for clips in splits[s].values()) for s in SPLITS}
+    total = sum(sizes.values())
+    share = {s: 100.0 * sizes[s] / total for s in SPLITS}
+    off = [f"{s} {share[s]:.1f} % (intended {intended[s]:g} %)" for s in SPLITS
+           if intended[s] > 0 and not intended[s] / 2 <= share[s] <= 2 * intended[s]]
+    if not off:
+        return
+    if rule == "reference":
+        way_out = ("its speaker ids hash unevenly; data.split=speaker_fraction deals the speakers by the "
+                   "percentages (data.split_salt=<text> draws another hash split)")
+    else:
+        way_out = "a few speakers hold most clips; data.split_salt=<text> deals them in another order"
+    log.warning("%s: the %s split of %d clips is far from its intended shares: %s; %s", root,
+                "hash" if rule == "reference" else rule, total, ", ".join(off), way_out)
 
 
 def label_items(folders: dict[str, list[Path]], labels: list[str], *, sample: bool,

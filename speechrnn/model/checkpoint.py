@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from speechrnn.core.errors import SpeechRNNError
 from speechrnn.model.spotter import KeywordSpotter
@@ -21,17 +22,9 @@ class CheckpointError(SpeechRNNError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
-    """The ``KeywordSpotter`` stored in a training checkpoint, in eval mode.
-
-    Raises:
-        CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
-    """
-    return load_checkpoint(path, map_location)[0]
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[KeywordSpotter, dict]:
-    """``load_model``'s model, and the checkpoint it came from (``epoch``, ``global_step``, ``hyper_parameters``, ...).
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[dict, dict]:
+    """The whole checkpoint dict (``hyper_parameters``, ``epoch``, ``global_step``, ...) and the
+    ``KeywordSpotter`` state dict in it, checked to be a speechrnn checkpoint.
 
     Raises:
         CheckpointError: missing, unreadable, or not a speechrnn checkpoint.
@@ -48,11 +41,31 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Keywor
     if not all(k in hparams for k in REQUIRED_HPARAMS) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a speechrnn checkpoint (no labels/features/encoder settings); "
                               "use one written by python -m speechrnn.train")
-    model = KeywordSpotter(hparams["labels"], hparams["features"], hparams["encoder"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return ckpt, state
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[KeywordSpotter, dict]:
+    """``load_model``'s model, and the checkpoint dict it came from.
+
+    Raises:
+        CheckpointError: missing, unreadable, not a speechrnn checkpoint, or weights that do not fit.
+    """
+    ckpt, state = read_checkpoint(path, map_location)
+    hparams = ckpt["hyper_parameters"]
+    model = KeywordSpotter(hparams["labels"], hparams["features"], hparams["encoder"])
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise CheckpointError(f"{path}: weights do not fit the model its settings describe ({first})") from None
     return model.eval(), ckpt
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> KeywordSpotter:
+    """The ``KeywordSpotter`` stored in a training checkpoint, in eval mode.
+
+    Raises:
+        CheckpointError: as ``load_checkpoint``.
+    """
+    return load_checkpoint(path, map_location)[0]

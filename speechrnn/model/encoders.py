@@ -3,8 +3,9 @@
 ``encoder.kind`` picks the recurrence: ``rnn`` is the product's basic (Elman) RNN
 (``speechrnn.model.rnn``); ``gru`` and ``lstm`` are ``torch.nn`` baselines run on the
 same pipeline. Every encoder exposes the same calls, so the rest of the product never
-asks which it is: ``forward(x) -> (hs, h_n)`` over a clip, ``readout(h) -> scores``, and for
-streaming ``init_state(B)``, ``step(x_t, state) -> (h_t, state)`` and ``hidden(state) -> h``.
+asks which it is: ``forward(x) -> (hs, h_n)`` over a clip, ``readout(h) -> scores`` (whose
+weight and bias it names in ``readout_names``, one row per class), and for streaming
+``init_state(B)``, ``step(x_t, state) -> (h_t, state)`` and ``hidden(state) -> h``.
 A state is one tensor whose last two axes are ``(B, H)``, so rows can be reset alike.
 """
 
@@ -30,6 +31,8 @@ class TorchRecurrent(nn.Module):
         output_size (int): classes.
         num_layers (int, optional): stacked layers. (Default: ``1``)
     """
+
+    readout_names = ("out.weight", "out.bias")  # as ElmanRNN's W_hy, b_y
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
         super().__init__()

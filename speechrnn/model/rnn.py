@@ -169,6 +169,8 @@ class ElmanRNN(nn.Module):
         >>> logits = rnn.readout(h_n[-1])  # (8, 12)
     """
 
+    readout_names = ("W_hy", "b_y")  # the readout's weight (O, H) and bias (O,): row o is output o
+
     def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None,
                  num_layers: int = 1, w_hh_init: str = "orthogonal", w_hh_gain: float = 1.0,
                  w_xh_init: str = "xavier", dropout: float = 0.0):
