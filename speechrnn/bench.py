@@ -10,7 +10,7 @@ machine's load of the moment:
   rate (a large square matmul) and of the rate of its own GEMM shapes, all
   measured in the same run;
 - **inference:** one-clip latency of the whole model, and the streaming step
-  (``ElmanRNN.step`` at H=128, B=1) against ``nn.RNNCell`` and a lean two-``addmm`` step;
+  (``ElmanRNN.step`` at H=128, B=1, its lean inference path) against ``nn.RNNCell``;
 - **frontend:** MFCC clips/s;
 - **data and epochs:** a short Lightning fit on the embedded corpus (or random
   clips when ``<data-dir>/synthetic`` is absent) timing each batch's loading and
@@ -20,7 +20,9 @@ Contenders run interleaved, round by round, and each keeps its best round
 (best-of-N): on a shared machine the minimum is the least disturbed estimate,
 and interleaving gives both sides the same disturbances. The table prints each
 measure, what it is compared with, the ratio, the target and pass/miss; the JSON
-holds the same rows and the raw timings.
+holds the same rows and the raw timings. The header names the machine (CPU model and
+count, torch's BLAS, its CPU kernels' instruction set, oneDNN, the peak GEMM rate), since
+the ratios differ between machines (an Intel and an AMD 2-core machine, README "Speed").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import logging
 import math
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -157,24 +160,13 @@ def _graphed(rnn: ElmanRNN, x: Tensor, grad: Tensor) -> dict[str, Callable[[], N
     return {"ElmanRNN, CUDA graph": _train_step(graphed, x, grad)}
 
 
-def lean_step(rnn: ElmanRNN) -> Callable[[Tensor, Tensor], Tensor]:
-    """One layer's ``ElmanRNN.step`` without its per-call overhead: x_t (B, I), h (B, H) -> h_t (B, H)."""
-    if rnn.num_layers != 1:
-        raise ValueError(f"lean_step takes a 1-layer ElmanRNN, got num_layers={rnn.num_layers}")
-    cell = rnn.layers[0]
-    W_xh, W_hh, b_h = cell.W_xh.detach(), cell.W_hh.detach(), cell.b_h.detach()
-    return lambda x_t, h: torch.addmm(torch.addmm(b_h, x_t, W_xh.t()), h, W_hh.t()).tanh_()
-
-
 def bench_inference(model: nn.Module, H: int, seconds: float, device: torch.device, sync: Callable[[], None]) -> dict:
     """One-clip latency of the model (B=1, MFCC included) and one streaming step of an ElmanRNN (B=1, H)."""
     model = model.to(device).eval()
     rnn, wave = ElmanRNN(model.frontend.dim, H).to(device).eval(), torch.randn(1, CLIP_SAMPLES, device=device)
     x_t = torch.randn(1, rnn.input_size, device=device)
     cell = nn.RNNCell(rnn.input_size, rnn.hidden_size).to(device)
-    lean = lean_step(rnn)
-    state = {"step": None, "cell": torch.zeros(1, rnn.hidden_size, device=device),
-             "lean": torch.zeros(1, rnn.hidden_size, device=device)}
+    state = {"step": None, "cell": torch.zeros(1, rnn.hidden_size, device=device)}
 
     def step():
         state["step"] = rnn.step(x_t, state["step"])[1]
@@ -182,12 +174,9 @@ def bench_inference(model: nn.Module, H: int, seconds: float, device: torch.devi
     def cell_step():
         state["cell"] = cell(x_t, state["cell"])
 
-    def lean_():
-        state["lean"] = lean(x_t, state["lean"])
-
     with torch.inference_mode():
         clip = race({"model": lambda: model(wave), "frontend": lambda: model.frontend(wave)}, sync, seconds)
-        stream = race({"ElmanRNN.step": step, "nn.RNNCell": cell_step, "lean step": lean_}, sync, seconds)
+        stream = race({"ElmanRNN.step": step, "nn.RNNCell": cell_step}, sync, seconds)
     return dict(clip_latency_s=clip["model"], frontend_latency_s=clip["frontend"], stream_step_s=stream,
                 input_size=rnn.input_size, hidden_size=rnn.hidden_size)
 
@@ -303,9 +292,9 @@ def rows(res: dict) -> list[dict]:
     inf = res["inference"]
     st = inf["stream_step_s"]
     size = f"H={inf['hidden_size']} I={inf['input_size']} B=1"
-    for name in ("ElmanRNN.step", "lean step"):
-        row(f"streaming {name} {size}", f"{st[name] * 1e6:.1f} us", f"nn.RNNCell {st['nn.RNNCell'] * 1e6:.1f} us",
-            st["nn.RNNCell"] / st[name], "<= 20 us", st[name] <= 20e-6)
+    step_speedup = st["nn.RNNCell"] / st["ElmanRNN.step"]
+    row(f"streaming ElmanRNN.step {size}", f"{st['ElmanRNN.step'] * 1e6:.1f} us",
+        f"nn.RNNCell {st['nn.RNNCell'] * 1e6:.1f} us", step_speedup, ">= 1.5x", step_speedup >= 1.5)
     row("one-clip latency (MFCC + RNN), B=1", f"{inf['clip_latency_s'] * 1e3:.2f} ms",
         f"MFCC alone {inf['frontend_latency_s'] * 1e3:.2f} ms", inf["frontend_latency_s"] / inf["clip_latency_s"])
     fe = res["frontend"]
@@ -325,6 +314,37 @@ def format_table(table: list[dict]) -> str:
         cells.append((r["measure"], r["value"], r["against"] or "", ratio, r["target"] or "", r["status"]))
     widths = [max(len(c[i]) for c in cells) for i in range(6)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
+
+
+def cpu_model() -> str:
+    """The CPU's name: /proc/cpuinfo's ``model name`` on Linux, else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the CPU figures depend on: CPU model and count, torch's BLAS, its kernels' instruction set, oneDNN.
+
+    The BLAS (``mkl``, ``open`` for OpenBLAS, ...) and its version come from ``torch.__config__.show()``:
+    one torch build may run other BLAS and oneDNN code paths on an AMD CPU than on an Intel one.
+    """
+    config = torch.__config__.show()
+
+    def found(pattern: str) -> str | None:
+        match = re.search(pattern, config)
+        return match.group(1) if match else None
+
+    blas = found(r"BLAS_INFO=([^,\s]+)") or "unknown"
+    return dict(cpu=cpu_model(), cpu_count=os.cpu_count(),
+                blas=" ".join(filter(None, (blas, found(r"Math Kernel Library Version ([\d.]+)")))),
+                cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                mkldnn=(found(r"MKL-DNN (v[\d.]+)") or "yes") if torch.backends.mkldnn.is_available() else "no")
 
 
 def _cpu_sample() -> tuple[float, float, float] | None:
@@ -360,12 +380,14 @@ def run(quick: bool = False, device: str | None = None, data_dir: str = "data", 
         stacked, plain = MFCC(**features), MFCC(**{**features, "stack": 1})
         configs = [(m.num_frames(CLIP_SAMPLES), m.dim, H) for m in (stacked, plain) for H in (128, 256)]
         meta = dict(device=dev.type, device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                    else platform.processor() or platform.machine(), threads=threads, quick=quick,
+                    else platform.processor() or platform.machine(), **machine(), threads=threads, quick=quick,
                     torch=torch.__version__, statistic=f"best of interleaved rounds, >= {seconds:g} s per race")
         start = _cpu_sample()
         res = {"meta": meta}
         peak_n = 256 if quick else (8192 if dev.type == "cuda" else 1024)
         res["rnn"] = bench_rnn(configs, B, peak_n, seconds, dev, sync)
+        meta["peak_gemm_shape"] = [peak_n] * 3  # raced in every RNN race; the least disturbed of them
+        meta["peak_gemm_flops_per_s"] = max(r["peak_gemm_flops_per_s"] for r in res["rnn"])
         labels = task_labels(cfg.data.task, cfg.data.version)
         model = instantiate(cfg.model, labels=labels, features=cfg.features, _recursive_=False).model
         res["inference"] = bench_inference(model, 128, seconds, dev, sync)
@@ -395,6 +417,9 @@ def main(argv: list[str] | None = None) -> None:
     others = "unknown" if m["other_cpus"] is None else f"{m['other_cpus']:.2f}"
     print(f"speechrnn.bench on {m['device']} ({m['device_name']}), {m['threads']} threads, torch {m['torch']}, "
           f"{m['statistic']}; other processes used {others} CPUs meanwhile")
+    print(f"machine: {m['cpu']}, {m['cpu_count']} CPUs; BLAS {m['blas']}, CPU kernels {m['cpu_capability']}, "
+          f"oneDNN {m['mkldnn']}; peak GEMM {m['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s "
+          f"({'x'.join(map(str, m['peak_gemm_shape']))})")
     if m["other_cpus"] is not None and m["other_cpus"] > 0.2:
         print(f"warning: other processes used {m['other_cpus']:.2f} CPUs during the bench; multi-threaded GEMMs "
               "slow down far more than that share when a thread is preempted: rerun on a quiet machine (or with "

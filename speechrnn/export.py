@@ -20,6 +20,13 @@ itself (its deltas are shifted differences, which export).
 
 Each export is run on test clips and compared with the PyTorch model; the command
 fails unless the largest logit difference is under ``TOLERANCE``.
+
+* ``DIR/model.int8.onnx`` (``--int8``): ``model.onnx`` with int8 weights, by onnxruntime's
+  dynamic quantisation (weights int8, activations quantised on the fly), the same metadata.
+  The recurrence, the classifier and an LSTM are quantised; the MFCC's filterbank and DCT stay
+  float (a power spectrum spans more decades than 8 bits hold), and so does a GRU (onnxruntime
+  has no dynamic int8 GRU). Rounding moves its logits by more than ``TOLERANCE``, so it is
+  compared with ``model.onnx`` by the labels both predict on the test clips.
 """
 
 from __future__ import annotations
@@ -37,11 +44,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechrnn.core.atomic import atomic_save
 from speechrnn.core.cli import version_line
-from speechrnn.model.checkpoint import load_model
 from speechrnn.core.errors import friendly
+from speechrnn.inference.backends import OnnxBackend, model_metadata
+from speechrnn.model.checkpoint import load_model
 from speechrnn.model.spotter import KeywordSpotter
-from speechrnn.inference.backends import model_metadata
 
 TOLERANCE = 1e-3  # largest |logit difference| accepted between an export and PyTorch
 
@@ -83,6 +91,95 @@ def export_onnx(module: nn.Module, example: Tensor, path: Path, meta: dict) -> N
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
+
+
+def _weights_as_matmul(graph) -> None:
+    """Give every weight product the form dynamic quantisation takes: ``MatMul`` by a constant.
+
+    onnxruntime quantises ``MatMul(A, W)`` with W an initializer, not ``Gemm`` nor a
+    ``Transpose`` of W (the exporter folds that transpose for small weights only). So
+    ``Transpose(W)`` becomes a transposed initializer, and ``Gemm(A, W, C)`` (``F.linear``)
+    ``MatMul(A, W^T) + C`` with W^T one new initializer per weight, shared by the steps of
+    a recurrence. Initializers nothing reads any more are dropped.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {init.name: init for init in graph.initializer}
+
+    def transposed(name: str) -> str:  # (out, in) -> (in, out), once per weight
+        if f"{name}.T" not in inits:
+            w = np.ascontiguousarray(numpy_helper.to_array(inits[name]).T)
+            inits[f"{name}.T"] = numpy_helper.from_array(w, f"{name}.T")
+            graph.initializer.append(inits[f"{name}.T"])
+        return f"{name}.T"
+
+    nodes, renamed = [], {}
+    for node in graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Transpose" and node.input[0] in inits and len(inits[node.input[0]].dims) == 2 \
+                and list(attrs.get("perm", [1, 0])) == [1, 0]:
+            renamed[node.output[0]] = transposed(node.input[0])
+        elif node.op_type == "Gemm" and node.input[1] in inits and not attrs.get("transA", 0) \
+                and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
+            W = transposed(node.input[1]) if attrs.get("transB", 0) else node.input[1]
+            bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            product = f"{node.output[0]}.matmul" if bias else node.output[0]
+            nodes.append(helper.make_node("MatMul", [node.input[0], W], [product], name=node.name))
+            if bias:
+                nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=f"{node.name}.bias"))
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    read = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Write ``dst``: the ONNX model ``src`` with int8 weights in its recurrence and classifier.
+
+    Nodes that read the frontend's constants (``frontend.*``: filterbank, DCT) stay float.
+    onnxruntime keeps the model's metadata, so ``dst`` runs wherever ``src`` does.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    _weights_as_matmul(model.graph)
+    for node in model.graph.node:  # the exporter's debugging notes (source names, FX nodes), a third of a file
+        del node.metadata_props[:]
+    frontend = [node.name for node in model.graph.node if any(i.startswith("frontend.") for i in node.input)]
+    # quantize_dynamic advises pre-processing (for CNNs) with logging.warning, which would also give the
+    # root logger a stderr handler for good: a handler that drops everything below ERROR, for the call only
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(quiet)
+    root.setLevel(logging.ERROR)
+    try:
+        atomic_save(dst, lambda tmp: quantize_dynamic(model, tmp, op_types_to_quantize=["MatMul", "LSTM"],
+                                                      nodes_to_exclude=frontend, weight_type=QuantType.QInt8))
+    finally:
+        root.setLevel(level)
+        root.removeHandler(quiet)
+
+
+def check_int8(out: Path) -> dict:
+    """Quantise ``out/model.onnx`` into ``out/model.int8.onnx`` and compare the two on the test clips.
+
+    Both run as ``transcribe`` runs them (``OnnxBackend``). Returns the share of clips on
+    which they predict the same label, the largest probability difference, and both sizes.
+    """
+    src, dst = out / "model.onnx", out / "model.int8.onnx"
+    quantize_int8(src, dst)
+    ref, int8 = OnnxBackend(src), OnnxBackend(dst)
+    clips = check_clips(ref.rate, ref.clip_samples)
+    p, q = ref.predict(clips), int8.predict(clips)  # (n, C)
+    return dict(clips=len(clips), agreement=float((p.argmax(-1) == q.argmax(-1)).float().mean()),
+                max_prob_diff=float((p - q).abs().max()), float_bytes=src.stat().st_size,
+                int8_bytes=dst.stat().st_size)
 
 
 def max_diff(model: KeywordSpotter, run, clips: Tensor) -> float:
@@ -129,10 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="a .ckpt written by python -m speechrnn.train")
     p.add_argument("--out", required=True, help="folder for model.onnx and model.pt")
     p.add_argument("--format", choices=("all", "onnx", "torchscript"), default="all")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx, int8 weights quantised from model.onnx (written too)")
     args = p.parse_args(argv)
     formats = ("torchscript", "onnx") if args.format == "all" else (args.format,)
+    if args.int8 and "onnx" not in formats:
+        formats += ("onnx",)
     try:
         diffs = friendly(export)(args.checkpoint, args.out, formats)
+        int8 = check_int8(Path(args.out)) if args.int8 else None
     except ImportError as err:
         print(f"error: ONNX export needs onnx, onnxscript and onnxruntime ({err}): pip install 'speechrnn[export]'",
               file=sys.stderr)
@@ -143,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, diff in diffs.items():
         print(f"{Path(args.out) / name}: max |logit - PyTorch| = {diff:.2e} on {len(check_clips(16000, 16))} "
               f"test clips (tolerance {TOLERANCE:g})")
+    if int8:
+        print(f"{Path(args.out) / 'model.int8.onnx'}: same label as model.onnx on {int8['agreement']:.0%} of "
+              f"{int8['clips']} test clips, max |probability difference| = {int8['max_prob_diff']:.3f}; "
+              f"{int8['int8_bytes'] / 1e3:.0f} kB, float {int8['float_bytes'] / 1e3:.0f} kB "
+              f"({int8['float_bytes'] / int8['int8_bytes']:.1f}x smaller)")
     return 0
 
 if __name__ == "__main__":

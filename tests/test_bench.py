@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from speechrnn.bench import gemm_flops, lean_step, race, rnn_gemms
-from speechrnn.model.rnn import ElmanRNN
+from speechrnn.bench import gemm_flops, race, rnn_gemms
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}
@@ -86,11 +86,27 @@ def test_rows_pass_or_miss_by_their_ratio(bench):
     assert d["epoch_clips_per_s"] == pytest.approx(max(e["clips"] / e["seconds"] for e in d["epochs"]))
 
 
-def test_lean_step_is_elman_step():
-    rnn = ElmanRNN(20, 16)
-    x, h = torch.randn(3, 20), torch.randn(1, 3, 16)
-    with torch.inference_mode():
-        assert torch.allclose(lean_step(rnn)(x, h[0]), rnn.step(x, h)[0], atol=1e-6)
+def test_streaming_row_is_the_step_against_nn_rnncell_held_to_1_5x(bench):
+    _, res = bench
+    st = res["inference"]["stream_step_s"]
+    assert set(st) == {"ElmanRNN.step", "nn.RNNCell"}  # the product step is the lean path: no separate contender
+    row = next(row for row in res["rows"] if row["measure"].startswith("streaming"))
+    assert row["ratio"] == pytest.approx(st["nn.RNNCell"] / st["ElmanRNN.step"])
+    assert row["target"] == ">= 1.5x" and row["status"] == ("pass" if row["ratio"] >= 1.5 else "miss")
+
+
+def test_the_machine_is_in_the_json_and_the_header(bench):
+    stdout, res = bench
+    m = res["meta"]
+    assert m["cpu"] and m["cpu_count"] == os.cpu_count() and m["blas"]
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert (m["mkldnn"] != "no") == torch.backends.mkldnn.is_available()
+    assert m["peak_gemm_flops_per_s"] == max(r["peak_gemm_flops_per_s"] for r in res["rnn"])
+    header = stdout.split("\ndata: ")[0]
+    for text in (m["cpu"], f"{m['cpu_count']} CPUs", f"BLAS {m['blas']}", m["cpu_capability"], m["mkldnn"],
+                 f"peak GEMM {m['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s", f"{m['threads']} threads",
+                 f"torch {torch.__version__}"):
+        assert text in header
 
 
 def test_race_interleaves_and_keeps_each_contenders_best():

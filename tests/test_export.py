@@ -1,6 +1,9 @@
-"""Export: TorchScript and ONNX give the PyTorch logits; the ONNX model transcribes on its own."""
+"""Export: TorchScript and ONNX give the PyTorch logits, the ONNX model transcribes alone, int8 keeps the labels."""
 
+import contextlib
+import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import torch
 
 from speechrnn.model.checkpoint import load_model
 from speechrnn.export import TOLERANCE, export, main as export_main
+from speechrnn.inference.backends import OnnxBackend
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.transcribe import main as transcribe_main
 
@@ -103,3 +107,101 @@ def test_export_of_a_foreign_checkpoint_is_one_line(tmp_path, capsys):
         export_main([str(path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1 and "not a speechrnn checkpoint" in err
+
+
+TONES = [300.0, 700.0, 1500.0, 2500.0]  # the tone of each label of LABELS
+
+
+def tone_clips(per_label: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled clips ``(N, RATE)``, ``(N,)``: each label's tone, its pitch drawn within +-5 %."""
+    g = torch.Generator().manual_seed(seed)
+    pitch = torch.empty(len(TONES), per_label).uniform_(0.95, 1.05, generator=g)
+    clips = [torch.from_numpy(tone(f * float(pitch[c, k]), seed=seed * 1000 + k))
+             for c, f in enumerate(TONES) for k in range(per_label)]
+    return torch.stack(clips), torch.arange(len(TONES)).repeat_interleave(per_label)
+
+
+def tone_checkpoint(path):
+    """A two-layer RNN whose readout is fitted (ridge-penalised logistic regression on its last
+    states) to tell the tones apart: labels with margins in a second, where an untrained
+    model's are near-ties that any rounding flips."""
+    torch.manual_seed(0)
+    hparams = dict(labels=LABELS, features=dict(n_mfcc=13, n_mels=20, deltas=0, stack=4),
+                   encoder=dict(kind="rnn", hidden_size=32, num_layers=2))
+    model = KeywordSpotter(**hparams)
+    x, y = tone_clips(16, seed=1)
+    model.frontend.fit_normalization([x])
+    with torch.no_grad():
+        h = model.encoder(model.frontend(x))[0][:, -1]  # (N, H), the state the readout reads
+    W, b = model.encoder.W_hy.detach().zero_().requires_grad_(), model.encoder.b_y.detach().zero_().requires_grad_()
+    opt = torch.optim.LBFGS([W, b], max_iter=200)
+
+    def loss():
+        opt.zero_grad()
+        value = torch.nn.functional.cross_entropy(h @ W.T + b, y) + 1e-3 * W.square().sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v.detach() for k, v in
+                                                             model.state_dict().items()}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    """``export CKPT --format onnx --int8`` of the tone model: (folder, what it printed)."""
+    base = tmp_path_factory.mktemp("export_int8")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert export_main([str(tone_checkpoint(base / "model.ckpt")), "--out", str(base / "out"),
+                            "--format", "onnx", "--int8"]) == 0
+    return base / "out", printed.getvalue()
+
+
+def test_int8_model_keeps_the_float_models_labels_and_accuracy(int8_export):
+    out, _ = int8_export
+    x, y = tone_clips(25, seed=2)  # clips the readout was not fitted on
+    float_labels = OnnxBackend(out / "model.onnx").predict(x).argmax(-1)
+    int8_labels = OnnxBackend(out / "model.int8.onnx").predict(x).argmax(-1)
+    float_acc, int8_acc = (float_labels == y).float().mean(), (int8_labels == y).float().mean()
+    assert float_acc >= 0.9  # the float model tells the tones apart, so agreeing with it means something
+    assert abs(int8_acc - float_acc) <= 0.01
+    assert (int8_labels == float_labels).float().mean() >= 0.99
+
+
+def test_int8_model_has_int8_weights_a_float_frontend_and_the_same_metadata(int8_export):
+    import onnx
+
+    out, _ = int8_export
+    float_model, int8_model = onnx.load(str(out / "model.onnx")), onnx.load(str(out / "model.int8.onnx"))
+    matrices = {init.name: init.data_type for init in int8_model.graph.initializer if len(init.dims) == 2}
+    assert {name for name, kind in matrices.items() if kind == onnx.TensorProto.FLOAT} == {"frontend.fbank",
+                                                                                          "frontend.dct"}
+    assert sum(kind == onnx.TensorProto.INT8 for kind in matrices.values()) == 2 * 2 + 1  # W_xh, W_hh a layer; W_hy
+    float_meta, int8_meta = ({p.key: p.value for p in m.metadata_props} for m in (float_model, int8_model))
+    assert float_meta.items() <= int8_meta.items()  # onnxruntime adds a note of its own
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+
+
+def test_export_command_reports_the_int8_agreement_and_sizes(int8_export):
+    out, printed = int8_export
+    line = next(line for line in printed.splitlines() if "model.int8.onnx" in line)
+    match = re.search(r"same label as model.onnx on (\d+)% of (\d+) test clips, max \|probability difference\| = "
+                      r"[\d.]+; (\d+) kB, float (\d+) kB", line)
+    assert match, line
+    assert int(match[3]) == round((out / "model.int8.onnx").stat().st_size / 1e3)
+    assert int(match[4]) == round((out / "model.onnx").stat().st_size / 1e3)
+
+
+def test_transcribe_runs_the_int8_model_to_the_float_models_labels(int8_export, tmp_path, capsys):
+    out, _ = int8_export
+    x, _ = tone_clips(2, seed=3)
+    paths = [str(write_wav(tmp_path / f"{k}.wav", clip.numpy())) for k, clip in enumerate(x)]
+    labels = []
+    for model_file in ("model.onnx", "model.int8.onnx"):
+        assert transcribe_main([str(out / model_file), *paths, "--format", "json"]) == 0
+        printed, err = capsys.readouterr()
+        assert "(onnx)" in err
+        labels.append([json.loads(line)["label"] for line in printed.splitlines()])
+    assert len(labels[1]) == len(paths) and labels[1] == labels[0]

@@ -1,5 +1,6 @@
 """The Elman RNN: same numbers as torch.nn.RNN, causal, streamable, and initialised as promised."""
 
+import contextlib
 import math
 import warnings
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from speechrnn.model.rnn import ElmanRNN
+from speechrnn.model.rnn import SIGMOID_TANH_MIN_NUMEL, ElmanCell, ElmanRNN
 
 B, T, I, H = 3, 7, 5, 6
 
@@ -35,14 +36,18 @@ def random_rnn(num_layers: int = 1, dtype=torch.float64, seed: int = 0, **kwargs
     return rnn
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# a batch of B takes torch.tanh; one over SIGMOID_TANH_MIN_NUMEL states the sigmoid form (float64:
+# float32 sums over so many rows carry more rounding than the test's tolerance)
+@pytest.mark.parametrize("dtype, batch", [(torch.float64, B), (torch.float32, B),
+                                          (torch.float64, SIGMOID_TANH_MIN_NUMEL // H + 1)],
+                         ids=["float64", "float32", "float64-sigmoid-tanh"])
 @pytest.mark.parametrize("with_h0", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype):
+def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype, batch):
     rnn = random_rnn(num_layers, dtype)
     ref = copied_torch_rnn(rnn)
-    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(num_layers, B, H, dtype=dtype, requires_grad=True) if with_h0 else None
+    x = torch.randn(batch, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(num_layers, batch, H, dtype=dtype, requires_grad=True) if with_h0 else None
     hs, h_n = rnn(x, h0)
     ref_hs, ref_h_n = ref(x, h0)
     torch.testing.assert_close(hs, ref_hs, atol=1e-5, rtol=0)
@@ -93,6 +98,29 @@ def test_step_by_step_reproduces_forward(num_layers, with_h0):
         h_t, h = rnn.step(x[:, t], h)  # (B, H), (L, B, H)
         torch.testing.assert_close(h_t, hs[:, t], atol=1e-6, rtol=0)
     torch.testing.assert_close(h, h_n, atol=1e-6, rtol=0)
+
+
+NOTHING_NEEDS_GRAD = {  # how inference switches gradients off
+    "no_grad": lambda rnn: torch.no_grad(),
+    "inference_mode": lambda rnn: torch.inference_mode(),
+    "frozen_weights": lambda rnn: contextlib.nullcontext(rnn.requires_grad_(False)),
+}
+
+
+@pytest.mark.parametrize("no_grad", NOTHING_NEEDS_GRAD.values(), ids=NOTHING_NEEDS_GRAD)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_step_without_grad_takes_the_lean_path_and_equals_the_formula(num_layers, no_grad, monkeypatch):
+    rnn = random_rnn(num_layers, dtype=torch.float32)  # float32: what streaming runs in
+    x_t, state = torch.randn(B, I), torch.randn(num_layers, B, H)
+    recorded = rnn.step(x_t, state)  # the weights require grad: autograd records the formula
+    assert recorded[1].grad_fn is not None
+    lean_cells, lean_step = [], ElmanCell.lean_step
+    monkeypatch.setattr(ElmanCell, "lean_step", lambda cell, *args: lean_cells.append(cell) or lean_step(cell, *args))
+    with no_grad(rnn):
+        lean = rnn.step(x_t, state)
+    assert lean_cells == list(rnn.layers)
+    for got, want in zip(lean, recorded):  # h_t (B, H), state (L, B, H)
+        torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
 
 
 def test_traced_forward_runs_by_steps_and_matches_the_fast_scan():

@@ -12,7 +12,9 @@ which on CPU is ~10x slower than torch.sigmoid. ``_ElmanScan`` instead hoists th
 input projection into one matmul, updates that buffer in place frame by frame, and
 writes backpropagation through time by hand: forward+backward on CPU is about 1.2x
 (H=256) to 1.3x (H=128) faster than torch.nn.RNN, with the same outputs and gradients.
-The catch: no double backward (gradient penalties) through ``forward``.
+The catch: no double backward (gradient penalties) through ``forward``. A streaming
+``step`` that nothing records (inference) takes ``ElmanCell.lean_step``: two ``addmm``
+and an in-place tanh per layer, no autograd bookkeeping.
 """
 
 from __future__ import annotations
@@ -29,9 +31,14 @@ W_HH_INITS = ("orthogonal", "identity", "uniform", "spectral")
 W_XH_INITS = ("xavier", "uniform")
 
 
+# Below this many elements one torch.tanh kernel beats the four passes of the sigmoid form
+# on CPU (a streaming step's (1..12, 128)); above it the vectorised sigmoid wins (a batch).
+SIGMOID_TANH_MIN_NUMEL = 2048
+
+
 def _tanh_(z: Tensor) -> Tensor:
-    """In-place tanh. On CPU via tanh(z) = 2 sigmoid(2z) - 1 (~1e-7 absolute rounding)."""
-    if z.device.type != "cpu":  # GPU tanh is fast: one kernel launch, not four
+    """In-place tanh. On CPU, for large z, via tanh(z) = 2 sigmoid(2z) - 1 (~1e-7 absolute rounding)."""
+    if z.numel() < SIGMOID_TANH_MIN_NUMEL or z.device.type != "cpu":  # GPU tanh is one launch, not four
         return z.tanh_()
     return z.mul_(2).sigmoid_().mul_(2).sub_(1)
 
@@ -137,6 +144,18 @@ class ElmanCell(nn.Module):
         """One step, written as the formula (ElmanRNN.forward runs the fast _ElmanScan)."""
         return torch.tanh(F.linear(x_t, self.W_xh, self.b_h) + h_prev @ self.W_hh.t())  # (B, H)
 
+    def lean_step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
+        """The same step for when nothing records it (no autograd, no tracer): x_t (B, I), h_prev (B, H) -> (B, H).
+
+        Two ``addmm`` (the bias is the first one's input) and an in-place tanh: three kernels
+        and one new tensor where the formula takes four of each. At streaming sizes the step
+        is bound by per-call overhead, not arithmetic, so the weights are read from
+        ``_parameters`` directly: ``nn.Module.__getattr__`` costs ~0.5 us a name.
+        """
+        p = self._parameters
+        W_xh, W_hh, b_h = p["W_xh"], p["W_hh"], p["b_h"]
+        return _tanh_(torch.addmm(b_h, x_t, W_xh.t()).addmm_(h_prev, W_hh.t()))
+
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, w_hh_init={self.w_hh_init!r}, "
                 f"w_hh_gain={self.w_hh_gain}, w_xh_init={self.w_xh_init!r}")
@@ -226,18 +245,29 @@ class ElmanRNN(nn.Module):
         return hs.transpose(0, 1), torch.stack(h_n)  # (B, T, H), (L, B, H)
 
     def step(self, x_t: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """One frame, for streaming: x_t (B, I), state (L, B, H) or zeros -> (h_t (B, H) of the top layer, new state)."""
+        """One frame, for streaming: x_t (B, I), state (L, B, H) or zeros -> (h_t (B, H) of the top layer, new state).
+
+        Unless something records the step (autograd on a tensor that requires grad, as the
+        gradient diagnostics; a tracer or compiler, as export), every layer takes
+        ``ElmanCell.lean_step``, the inference path; otherwise the formula ``ElmanCell.forward``,
+        which they can record. Both give the same numbers to float rounding."""
         if x_t.dim() != 2 or x_t.shape[1] != self.input_size:
             raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(x_t.shape)}")
         state = self._initial_state(state, x_t.shape[0], x_t)  # (L, B, H)
+        lean = not self._recorded(x_t, state)
         h_new = []
-        for l, (cell, h_prev) in enumerate(zip(self.layers, state)):
+        for l, (cell, h_prev) in enumerate(zip(self.layers, state.unbind())):
             if l:  # as forward: dropout only on what a layer passes up
                 x_t = F.dropout(x_t, self.dropout, self.training)
-            x_t = cell(x_t, h_prev)  # (B, H), the input of the next layer
+            x_t = cell.lean_step(x_t, h_prev) if lean else cell(x_t, h_prev)  # (B, H), the input of the next layer
             h_new.append(x_t)
-        state = torch.stack(h_new)  # (L, B, H)
-        return self.hidden(state), state
+        return x_t, torch.stack(h_new)  # (B, H), (L, B, H)
+
+    def _recorded(self, *inputs: Tensor) -> bool:
+        """Whether a step on ``inputs`` is recorded: by a tracer or compiler, or by autograd."""
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return True
+        return torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *self.parameters()))
 
     @staticmethod
     def hidden(state: Tensor) -> Tensor:
