@@ -21,7 +21,7 @@ from speechrnn.core.atomic import atomic_write_json
 from speechrnn.model.checkpoint import load_model
 from speechrnn.core.errors import friendly
 from speechrnn.evaluation.evaluate import evaluate_clips, folder_clips
-from speechrnn.train import train
+from speechrnn.training.fit import train
 from speechrnn.training.config import compose
 
 

@@ -81,7 +81,7 @@ def test_missing_checkpoint_path_is_a_clear_error():
 
 def test_a_frontend_rate_the_data_pipeline_does_not_produce_is_refused(tmp_path):
     from speechrnn.core.errors import ConfigError
-    from speechrnn.train import train
+    from speechrnn.training.fit import train
     cfg = compose_train(["features.sample_rate=8000", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="features.sample_rate=8000"):
         train(cfg)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from speechrnn.model.checkpoint import load_model
-from speechrnn.export import TOLERANCE, export, main as export_main
+from speechrnn.export import main as export_main
+from speechrnn.inference.export import TOLERANCE, export
 from speechrnn.inference.backends import OnnxBackend
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.transcribe import main as transcribe_main

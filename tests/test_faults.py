@@ -34,7 +34,7 @@ from speechrnn.training.module import NonFiniteLossError
 from speechrnn.training.module import KeywordModule
 from speechrnn.inference.predict import predict_proba
 from speechrnn.evaluation.report import classification_report, write_report
-from speechrnn.train import train
+from speechrnn.training.fit import train
 
 from conftest import killed_writers_leftover, needs_posix_signals, tone, write_wav
 from test_resume import tone_corpus
@@ -264,7 +264,7 @@ def test_nan_gradient_stops_with_the_step_and_the_files(corpus, tmp_path, monkey
 
 SLOW_CHECKPOINT = textwrap.dedent("""
     import io, sys, time, torch
-    from speechrnn.training.module import AtomicCheckpointIO
+    from speechrnn.training.callbacks import AtomicCheckpointIO
     saver, path = AtomicCheckpointIO(), sys.argv[1]
     saver.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(1000)}}, path)
     real_save = torch.save

@@ -23,7 +23,7 @@ from speechrnn.core.errors import ConfigError
 from speechrnn.model.features import MFCC
 from speechrnn.training.finetune import Source, init_weights
 from speechrnn.model.spotter import KeywordSpotter
-from speechrnn.train import train
+from speechrnn.training.fit import train
 
 from conftest import tone, write_wav
 

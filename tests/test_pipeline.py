@@ -17,7 +17,7 @@ from speechrnn.evaluate import evaluate
 from speechrnn.info import main as info_main
 from speechrnn.inference.predict import predict_proba, predict_steps
 from speechrnn.evaluation.report import read_curves
-from speechrnn.train import train
+from speechrnn.training.fit import train
 
 from conftest import tone, write_wav
 

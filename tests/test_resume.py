@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
 from speechrnn.model.checkpoint import CheckpointError
-from speechrnn.train import train
+from speechrnn.training.fit import train
 
 from conftest import tone, write_wav
 

@@ -24,7 +24,7 @@ from speechrnn.model.checkpoint import load_model
 from speechrnn.inference.detect import RecognizeCommands, detect_events, summarize
 from speechrnn.inference.predict import predict_proba
 from speechrnn.inference.backends import TorchBackend
-from speechrnn.train import train
+from speechrnn.training.fit import train
 from speechrnn.transcribe import main
 
 from conftest import SHARED_DATA, tone, write_wav

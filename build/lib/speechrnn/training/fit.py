@@ -1,0 +1,94 @@
+"""``train(cfg)``: the whole training job, which ``python -m speechrnn.train`` runs and tests call.
+
+The run directory (``runs/<time>`` unless ``hydra.run.dir`` says otherwise)
+receives ``checkpoints/best.ckpt`` and ``last.ckpt``, the resolved ``config.yaml``,
+``logs/metrics.csv``, ``metrics.json`` and the test report (``test/report.json``,
+``confusion_matrix.csv`` and ``.png``).
+
+A killed run resumes in its own folder with the same overrides plus
+``hydra.run.dir=runs/<run> ckpt_path=runs/<run>/checkpoints/last.ckpt``; it continues
+from the saved step and ends as the uninterrupted run would (see ``speechrnn.data.datamodule``).
+``init_from=<ckpt>`` instead starts a new run from a checkpoint's weights (``speechrnn.training.finetune``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from speechrnn.core.atomic import atomic_write_json, atomic_write_text, sweep_leftovers
+from speechrnn.core.audio import SAMPLE_RATE
+from speechrnn.model.checkpoint import CheckpointError, load_model
+from speechrnn.core.errors import ConfigError
+from speechrnn.evaluation.evaluate import evaluate_clips
+from speechrnn.training.config import check_config_types
+from speechrnn.training.finetune import init_weights, source_of
+from speechrnn.training.callbacks import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train, keep the best checkpoint, evaluate it on the test split; returns the metrics."""
+    check_config_types(cfg)
+    if cfg.features.sample_rate != SAMPLE_RATE:  # datasets, cache and augmentation are read at SAMPLE_RATE
+        raise ConfigError(f"features.sample_rate={cfg.features.sample_rate}: clips are decoded at {SAMPLE_RATE} Hz; "
+                          f"keep features.sample_rate={SAMPLE_RATE}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} is not an integer")
+    source = source_of(cfg)  # init_from: the checkpoint to fine-tune, checked before any work
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise CheckpointError(f"{cfg.ckpt_path}: checkpoint to resume from not found; "
+                              "pass ckpt_path=runs/<run>/checkpoints/last.ckpt of the interrupted run")
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out)  # temp files of a run killed while writing config.yaml or metrics.json
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup("fit")
+    module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
+    if source is not None:
+        init_weights(module.model, source, data.train_waves())
+    elif not cfg.ckpt_path:  # a resumed run restores the statistics with the weights
+        module.model.frontend.fit_normalization(data.train_waves())
+
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    for folder in {c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath}:
+        sweep_leftovers(folder)  # a half-written checkpoint of a run killed mid-save
+    logger = instantiate(cfg.logger)
+    if cfg.ckpt_path:
+        _keep_metrics_of_killed_run(logger)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics["best_checkpoint"] = best
+    if cfg.test and best and trainer.is_global_zero:
+        report = evaluate_clips(load_model(best), data.splits["testing"], data.labels, out / "test",
+                                extra={"checkpoint": best, "split": "testing", "dataset": str(data.root)})
+        metrics["test/acc"] = report["accuracy"]
+        print(f"test accuracy ({len(data.splits['testing'])} clips of held-out speakers, {data.root}): "
+              f"{report['accuracy']:.4f}")
+        print(f"checkpoint: {best}\nreport: {out / 'test' / 'report.json'}")
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _keep_metrics_of_killed_run(logger: object) -> None:
+    """Lightning's CSVLogger deletes the ``metrics.csv`` it finds; a resumed run keeps it as ``metrics.partN.csv``."""
+    log_dir = getattr(logger, "log_dir", None)
+    old = Path(log_dir) / "metrics.csv" if log_dir else None
+    if old is not None and old.is_file():
+        n = 1
+        while old.with_name(f"metrics.part{n}.csv").exists():
+            n += 1
+        old.rename(old.with_name(f"metrics.part{n}.csv"))
