@@ -1,34 +1,16 @@
-"""Shared test helpers: tiny Speech Commands-layout folders built in a temp dir."""
+"""Shared fixtures: a tiny tone folder, and the thread count every test starts with (helpers.py has the rest)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import speechrnn.training.config  # noqa: F401  registers the resolvers of conf/data/synthetic.yaml, which tests compose
-from speechrnn.core import atomic
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def tone(freq: float, seconds: float = 1.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
-    """A short noisy tone: distinct per frequency, so tiny models can tell 'words' apart."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
-
-
-def write_wav(path: Path, data: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), data, rate, subtype=subtype)
-    return path
+from helpers import tone, write_wav
 
 
 @pytest.fixture
@@ -73,25 +55,3 @@ def one_thread():
     Function-scoped, so it runs after ``same_threads_in_every_test`` has set the default."""
     torch.set_num_threads(1)
     yield
-
-
-# sweep_leftovers asks with os.kill(pid, 0) whether a writer is alive; elsewhere it removes nothing
-needs_posix_signals = pytest.mark.skipif(os.name != "posix", reason="sweeping needs POSIX signals")
-
-
-def killed_writers_leftover(target: Path, kind: str = "file") -> Path:
-    """What a writer killed mid-write leaves beside ``target``: its half-written temp file
-    (``kind="file"``) or its ``make_temp_dir`` folder (``".partial"``, ``".old"``), named by
-    ``speechrnn.core.atomic`` as a process of this host that has since exited would name it."""
-    dead = subprocess.Popen([sys.executable, "-c", ""])
-    dead.wait()
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(atomic, "_owner", lambda: f"{atomic._host()}.{dead.pid}")
-        if kind == "file":
-            fd, path = atomic._make_temp(target)
-            os.write(fd, b"half a file")
-            os.close(fd)
-        else:
-            path = atomic.make_temp_dir(target, kind)
-            (path / "half.wav").write_bytes(b"half a file")
-    return path

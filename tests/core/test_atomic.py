@@ -24,7 +24,7 @@ from speechrnn.core.atomic import (
     sweep_leftovers,
 )
 
-from conftest import killed_writers_leftover, needs_posix_signals
+from helpers import killed_writers_leftover, needs_posix_signals
 
 
 def leftovers(directory: Path, keep: str) -> list[str]:
@@ -161,7 +161,7 @@ WRITER = textwrap.dedent("""
 @contextmanager
 def writer_in_the_middle_of(target: Path):
     """A process that is writing ``target`` with ``atomic_write``; it is SIGKILLed when the block exits."""
-    repo_root = Path(__file__).resolve().parents[1]
+    repo_root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
     with subprocess.Popen([sys.executable, "-c", WRITER, str(target)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:

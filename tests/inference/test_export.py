@@ -16,7 +16,7 @@ from speechrnn.inference.backends import OnnxBackend
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.transcribe import main as transcribe_main
 
-from conftest import tone, write_wav
+from helpers import tone, write_wav
 
 ort = pytest.importorskip("onnxruntime")
 RATE = 16000

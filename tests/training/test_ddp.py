@@ -10,39 +10,23 @@ of float additions: ~1e-7.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from speechrnn.data.datamodule import EpochSampler
 from speechrnn.training.module import KeywordModule
 
-from conftest import tone, write_wav
+from helpers import ROOT, subprocess_env, tone, write_wav
 
 pytestmark = pytest.mark.slow  # two training subprocesses, shared by the module's tests
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = {"yes": 300.0, "no": 700.0, "up": 1500.0, "down": 2500.0}
 B, EPOCHS, CLIPS = 12, 3, 24  # per-process batch; 24 training clips -> 1 step of 2B per epoch
 SEED = 7  # data.seed: the epochs' order
 TOL = 1e-5  # max |weight difference|; float reordering gives ~1e-7, the weights move by ~1e-2
-
-
-class RecordBatches(Callback):
-    """Test instrument: each training batch's clip indices and the seed its random draws come from,
-    one JSON line per batch in ``<folder>/rank<r>.jsonl``."""
-
-    def __init__(self, folder: str):
-        self.folder = Path(folder)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": trainer.current_epoch, "clips": batch[2].tolist(),
-                                "seed": torch.initial_seed()}) + "\n")
 
 
 def _folder(base: Path) -> Path:
@@ -64,8 +48,8 @@ def _train(base: Path, name: str, *overrides: str) -> tuple[str, dict]:
            "+data.silence_percentage=0", f"+data.seed={SEED}", "model.specaugment=null", "model.scheduler=null",
            "model.encoder.hidden_size=16", f"trainer.max_epochs={EPOCHS}", "trainer.enable_progress_bar=false",
            "test=false", "callbacks.model_checkpoint.monitor=null",  # monitor=null: last.ckpt every epoch
-           "+callbacks.record._target_=test_ddp.RecordBatches", f"+callbacks.record.folder={base / name}", *overrides]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+           "+callbacks.record._target_=helpers.RecordBatches", f"+callbacks.record.folder={base / name}", *overrides]
+    env = subprocess_env()
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stderr, torch.load(base / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

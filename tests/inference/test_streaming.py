@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from speechrnn.inference.detect import RecognizeCommands, detect_events
-from speechrnn.model.features import MFCC
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.inference.backends import TorchBackend
 from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter
 from speechrnn.streamtest import build_recording, main as streamtest_main, score
 
-from conftest import tone
+from helpers import tone
 
 RATE = 16000
 TONES = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}  # as conftest's tone_folder

@@ -4,28 +4,26 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from speechrnn.training.config import compose, conf_dir
 from speechrnn.data.synthetic import synthetic_dir
 from speechrnn.data.labels import WORDS_V2
 from speechrnn.data.synthetic import MARKER
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-ROOT = CONF.parent
+from helpers import ROOT
+
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose("train", overrides)
 
 
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in ("data", "task", "model", "trainer", "features")

@@ -5,14 +5,14 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from speechrnn.bench import gemm_flops, race, rnn_gemms
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}
 
 

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "rnn_gradients.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "rnn_gradients.ipynb"
 
 
 @pytest.fixture(scope="module")

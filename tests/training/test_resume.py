@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from lightning.pytorch.callbacks import Callback
 
+from speechrnn.training.config import compose
 from speechrnn.model.checkpoint import CheckpointError
 from speechrnn.training.fit import train
 
-from conftest import tone, write_wav
+from helpers import ROOT, subprocess_env, tone_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 # 22 training clips in batches of 4: 6 steps an epoch; last.ckpt every 4 steps puts one mid-epoch.
 TRAIN = ["data=folder", "data.batch_size=4", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
          "trainer.log_every_n_steps=1", "model.encoder.hidden_size=16",
@@ -46,57 +41,14 @@ FINAL = ("val/acc", "val/loss", "train/loss_epoch", "train/acc_epoch", "test/acc
 RESUME_RTOL, RESUME_ATOL = 1e-5, 1e-6
 
 
-class PauseAt(Callback):
-    """Test instrument: before optimiser step ``step``, touch ``marker`` and hang until killed."""
-
-    def __init__(self, step: int, marker: str):
-        self.step, self.marker = step, Path(marker)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            self.marker.touch()
-            time.sleep(600)
-
-
-class SaveWeights(Callback):
-    """Test instrument: save the module's weights to ``path`` when training starts (``at="start"``,
-    after a continued run has loaded its checkpoint) or when each epoch ends (``at="epoch_end"``:
-    the raw weights, validation's swap to the average undone)."""
-
-    def __init__(self, path: str, at: str):
-        self.path, self.at = Path(path), at
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self.at == "start":
-            torch.save(pl_module.state_dict(), self.path)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.at == "epoch_end":
-            torch.save(pl_module.state_dict(), self.path)
-
-
-def tone_corpus(root: Path) -> Path:
-    """yes/no/up/bed as tones, 8 speakers each, speaker 0 for validation and 1 for testing."""
-    words = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}
-    for word, f in words.items():
-        for k in range(8):
-            write_wav(root / word / f"{k:08x}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
-    (root / "validation_list.txt").write_text("".join(f"{w}/00000000_nohash_0.wav\n" for w in words))
-    (root / "testing_list.txt").write_text("".join(f"{w}/00000001_nohash_0.wav\n" for w in words))
-    write_wav(root / "_background_noise_" / "white.wav",
-              (0.1 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32))
-    return root
-
-
 def train_in_process(base: Path, out: Path, *extra: str) -> dict:
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TRAIN, f"data.root={base / 'tones'}", f"paths.data_dir={base / 'data'}",
-                                          f"paths.output_dir={out}", *extra])
+    cfg = compose("train", [*TRAIN, f"data.root={base / 'tones'}", f"paths.data_dir={base / 'data'}",
+                                      f"paths.output_dir={out}", *extra])
     return train(cfg)
 
 
 def train_cli(base: Path, run: Path, *extra: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    env = subprocess_env()
     return subprocess.Popen([sys.executable, "-m", "speechrnn.train", *TRAIN, f"data.root={base / 'tones'}",
                              f"paths.data_dir={base / 'data'}", f"hydra.run.dir={run}", *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -141,7 +93,7 @@ def test_same_seed_and_config_give_the_same_metrics_twice(reference, tmp_path):
 def test_run_killed_mid_epoch_resumes_from_last_ckpt_and_ends_like_an_uninterrupted_run(reference):
     base, metrics, reference_last = reference
     run, marker = base / "crashed", base / "paused"
-    proc = train_cli(base, run, "+callbacks.pause._target_=test_resume.PauseAt", f"+callbacks.pause.step={KILL_STEP}",
+    proc = train_cli(base, run, "+callbacks.pause._target_=helpers.PauseAt", f"+callbacks.pause.step={KILL_STEP}",
                      f"+callbacks.pause.marker={marker}")
     try:
         deadline = time.monotonic() + 120
@@ -189,7 +141,7 @@ def test_a_run_shorter_than_the_step_checkpoint_continues_from_its_raw_weights_n
     tone_corpus(tmp_path / "tones")
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
     short = ["callbacks.step_checkpoint.every_n_train_steps=1000", "test=false"]  # it never fires: last.ckpt is saved at train end
-    save = "+callbacks.weights._target_=test_resume.SaveWeights"
+    save = "+callbacks.weights._target_=helpers.SaveWeights"
     train_in_process(tmp_path, run, *short, "trainer.max_epochs=1", save, f"+callbacks.weights.path={tmp_path / 'raw.pt'}",
                      "+callbacks.weights.at=epoch_end")
     raw, saved = torch.load(tmp_path / "raw.pt"), torch.load(last, weights_only=False)
@@ -204,8 +156,7 @@ def test_a_run_shorter_than_the_step_checkpoint_continues_from_its_raw_weights_n
 
 
 def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt",
-                                          f"paths.output_dir={tmp_path}/run"])
+    cfg = compose("train", [f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt",
+                                      f"paths.output_dir={tmp_path}/run"])
     with pytest.raises(CheckpointError, match="last.ckpt: checkpoint to resume from not found"):
         train(cfg)

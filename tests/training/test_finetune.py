@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 
+from speechrnn.training.config import compose
 from speechrnn.model.checkpoint import CheckpointError
 from speechrnn.core.errors import ConfigError
 from speechrnn.model.features import MFCC
@@ -25,25 +24,12 @@ from speechrnn.training.finetune import Source, init_weights
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.training.fit import train
 
-from conftest import tone, write_wav
+from helpers import tone, write_wav
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data=folder", "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "model.encoder.hidden_size=16", "test=false", "task=custom"]
 SOURCE_WORDS, NEW_WORDS = ["yes", "no"], ["no", "up"]
 SHARED = ["no", "_silence_", "_unknown_"]
-
-
-class Probe(Callback):
-    """Test instrument: when training starts, save the module's state, labels and loop position to ``out``."""
-
-    def __init__(self, out: str):
-        self.out = out
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        torch.save({"state": {k: v.clone() for k, v in pl_module.model.state_dict().items()},
-                    "labels": pl_module.model.labels, "global_step": trainer.global_step,
-                    "epoch": trainer.current_epoch, "optimizer_state": len(trainer.optimizers[0].state)}, self.out)
 
 
 def corpus(root: Path, words: dict[str, float], volume: float = 1.0) -> Path:
@@ -59,10 +45,9 @@ def corpus(root: Path, words: dict[str, float], volume: float = 1.0) -> Path:
 
 
 def config(base: Path, folder: str, words: list[str], run: str, *extra: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"data.words=[{','.join(words)}]", f"data.root={base / folder}",
-                                           f"paths.data_dir={base / 'data'}", f"paths.output_dir={base / run}",
-                                           *extra])
+    return compose("train", [*TINY, f"data.words=[{','.join(words)}]", f"data.root={base / folder}",
+                                       f"paths.data_dir={base / 'data'}", f"paths.output_dir={base / run}",
+                                       *extra])
 
 
 def fine_tune(base: Path, run: str, *extra: str) -> tuple[dict, str]:
@@ -75,7 +60,7 @@ def fine_tune(base: Path, run: str, *extra: str) -> tuple[dict, str]:
     logger.setLevel(logging.INFO)
     try:
         train(config(base, "b", NEW_WORDS, run, f"init_from={base / 'source/checkpoints/best.ckpt'}",
-                     "+callbacks.probe._target_=test_finetune.Probe", f"+callbacks.probe.out={base / run}.pt", *extra))
+                     "+callbacks.probe._target_=helpers.Probe", f"+callbacks.probe.out={base / run}.pt", *extra))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -17,7 +16,7 @@ from speechrnn.data.layout import DatasetError
 from speechrnn.data.synthetic import MARKER, NOISES, Voice, generate_corpus, sample_speakers, synthesize
 from speechrnn.synth import main
 
-from conftest import killed_writers_leftover, needs_posix_signals
+from helpers import killed_writers_leftover, needs_posix_signals
 
 SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1,
              noise_seconds=1.0, progress=False)

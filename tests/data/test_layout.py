@@ -14,7 +14,7 @@ from speechrnn.data.layout import DatasetError, hash_split, label_items, scan, s
 from speechrnn.evaluation.evaluate import folder_clips
 from speechrnn.data.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
 
-from conftest import tone, write_wav
+from helpers import tone, write_wav
 
 
 def test_fix_length_crops_to_the_first_samples_or_pads_where_align_says():

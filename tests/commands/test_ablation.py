@@ -4,11 +4,12 @@ import pytest
 
 from speechrnn.ablation import ablate, markdown
 
-from test_pipeline import _tones
+from helpers import tone_corpus
+
 
 
 def _tiny(tmp_path):
-    root = _tones(tmp_path)
+    root = tone_corpus(tmp_path / "tones")
     return root, ["data=folder", f"data.root={root}", f"paths.data_dir={tmp_path}/data", "trainer=debug",
                   "model.encoder.hidden_size=16", "data.batch_size=8"]
 

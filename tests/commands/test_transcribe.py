@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 
+from speechrnn.training.config import compose
 from speechrnn.core.audio import load_audio
 from speechrnn.data.cache import decode_split
 from speechrnn.data.layout import Item
@@ -27,9 +27,8 @@ from speechrnn.inference.backends import TorchBackend
 from speechrnn.training.fit import train
 from speechrnn.transcribe import main
 
-from conftest import SHARED_DATA, tone, write_wav
+from helpers import ROOT, SHARED_DATA, tone, write_wav
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 RATE = 16000
 
 
@@ -46,11 +45,10 @@ def ckpt(tmp_path_factory):
             write_wav(root / word / f"{k:08x}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
     (root / "validation_list.txt").write_text("".join(f"{w}/00000000_nohash_0.wav\n" for w in ("yes", "no", "up")))
     (root / "testing_list.txt").write_text("".join(f"{w}/00000001_nohash_0.wav\n" for w in ("yes", "no", "up")))
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
-            "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false",
-            "model.encoder.hidden_size=16"])
+    cfg = compose("train", [
+        "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
+        "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false",
+        "model.encoder.hidden_size=16"])
     train(cfg)
     return base / "run" / "checkpoints" / "last.ckpt"
 
@@ -231,7 +229,7 @@ def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp
     pcm, _ = sf.read(long_recording(tmp_path / "long.wav", 4.0), dtype="int16")
     proc = subprocess.Popen([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), "-", "--stream",
                              "--format", "json", "--detection-threshold", "0"],
-                            cwd=CONF.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proc.stdin.write(pcm.tobytes())
         proc.stdin.flush()  # and left open, as a microphone's stream is
@@ -311,7 +309,7 @@ def test_output_to_a_closed_pipe_ends_quietly(ckpt, clips, unbuffered):
     os.close(read_end)  # the reader has gone before the first line is written
     try:
         res = subprocess.run([sys.executable, "-m", "speechrnn.transcribe", str(ckpt), *map(str, clips)],
-                             cwd=CONF.parent, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                             cwd=ROOT, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
                              timeout=300)
     finally:
         os.close(write_end)

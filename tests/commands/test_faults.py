@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from speechrnn.training.config import compose
 from speechrnn.core import atomic
 from speechrnn.data.cache import decode_split
 from speechrnn.model.checkpoint import load_model
@@ -36,11 +36,8 @@ from speechrnn.inference.predict import predict_proba
 from speechrnn.evaluation.report import classification_report, write_report
 from speechrnn.training.fit import train
 
-from conftest import killed_writers_leftover, needs_posix_signals, tone, write_wav
-from test_resume import tone_corpus
+from helpers import ROOT, killed_writers_leftover, needs_posix_signals, tone, tone_corpus, write_wav
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 TINY = ["data=folder", "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
         "model.encoder.hidden_size=16"]
 
@@ -98,8 +95,7 @@ def cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*TINY, *overrides])
+    return compose("train", [*TINY, *overrides])
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
@@ -340,9 +336,8 @@ def test_the_synthetic_corpus_is_never_built_over_a_users_folder(tmp_path, capsy
     write_wav(mine / "yes" / "me_nohash_0.wav", tone(300))
     (mine / "notes.txt").write_text("keep me\n")
     before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
-    with initialize_config_dir(str(CONF), version_base="1.3"):  # python -m speechrnn.train data.root=mine trainer=debug
-        cfg = compose("train", overrides=[f"data.root={mine}", "trainer=debug", f"paths.data_dir={tmp_path / 'data'}",
-                                          f"paths.output_dir={tmp_path / 'run'}"])
+    cfg = compose("train", [f"data.root={mine}", "trainer=debug", f"paths.data_dir={tmp_path / 'data'}",  # python -m speechrnn.train data.root=mine trainer=debug
+                                      f"paths.output_dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit:
         friendly(train)(cfg)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]

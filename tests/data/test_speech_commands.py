@@ -19,7 +19,7 @@ import soundfile as sf
 from speechrnn.data import speech_commands as dl
 from speechrnn.download import main as download_main
 
-from conftest import killed_writers_leftover, needs_posix_signals
+from helpers import killed_writers_leftover, needs_posix_signals
 
 MAX_REQUESTS = 20  # a runaway retry loop fails the test instead of hanging it
 
@@ -308,7 +308,7 @@ def test_offline_error_is_one_line_naming_url_and_destination(tmp_path):
 def test_offline_command_is_one_line_without_a_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "speechrnn.download", "--subset", "test", "--cache-dir", str(tmp_path),
                           "--base-url", f"http://127.0.0.1:{_closed_port()}/"],
-                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("error: could not download Speech Commands v0.02 test") and res.stderr.count("\n") == 1
 

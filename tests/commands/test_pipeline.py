@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from speechrnn.training.config import compose
 from speechrnn.model.checkpoint import load_model
 from speechrnn.evaluate import evaluate
 from speechrnn.info import main as info_main
@@ -19,10 +19,8 @@ from speechrnn.inference.predict import predict_proba, predict_steps
 from speechrnn.evaluation.report import read_curves
 from speechrnn.training.fit import train
 
-from conftest import tone, write_wav
+from helpers import ROOT, tone, tone_corpus, write_wav
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-ROOT = CONF.parent
 
 
 def run(*args, **kw):
@@ -33,25 +31,13 @@ def run(*args, **kw):
 def trained(tmp_path_factory):
     """A few epochs on the tone folder; returns (run dir, data root)."""
     base = tmp_path_factory.mktemp("pipeline")
-    root = _tones(base)
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
-            "data.batch_size=8", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-            "model.encoder.hidden_size=32"])
+    root = tone_corpus(base / "tones")
+    cfg = compose("train", [
+        "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
+        "data.batch_size=8", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+        "model.encoder.hidden_size=32"])
     metrics = train(cfg)
     return base / "run", root, metrics
-
-
-def _tones(base: Path) -> Path:
-    root = base / "tones"
-    for word, f in {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}.items():
-        for k in range(8):
-            write_wav(root / word / f"{k:08x}_nohash_0.wav", tone(f * (1 + 0.02 * k), seed=k))
-    (root / "validation_list.txt").write_text("".join(f"{w}/00000000_nohash_0.wav\n" for w in ("yes", "no", "up", "bed")))
-    (root / "testing_list.txt").write_text("".join(f"{w}/00000001_nohash_0.wav\n" for w in ("yes", "no", "up", "bed")))
-    write_wav(root / "_background_noise_" / "white.wav", (0.1 * np.random.default_rng(1).standard_normal(48000)).astype("float32"))
-    return root
 
 
 def test_train_writes_checkpoint_config_metrics_and_report(trained):
@@ -134,9 +120,8 @@ def test_evaluate_writes_report_and_png_and_is_repeatable(trained, tmp_path):
 
 def test_evaluate_shows_a_bar_over_the_clips_while_classifying_on_a_terminal(trained, tmp_path, capsys, monkeypatch):
     out, root, _ = trained
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", f"folder={root}",
-                                             f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/eval", "batch_size=4"])
+    cfg = compose("evaluate", [f"ckpt_path={out / 'checkpoints' / 'best.ckpt'}", f"folder={root}",
+                                         f"cache_dir={tmp_path}/cache", f"out_dir={tmp_path}/eval", "batch_size=4"])
     evaluate(cfg)  # decodes the folder into the cache: the second run is the silent one
     assert "classifying" not in capsys.readouterr().err  # no bar in a pipe or a log
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # what tqdm asks before it draws
