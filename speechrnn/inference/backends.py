@@ -35,15 +35,12 @@ META_PREFIX = "speechrnn."
 
 
 def model_metadata(model: KeywordSpotter) -> dict[str, str]:
-    """What a runtime needs besides the graph: labels, rate and window geometry, as strings."""
+    """What a runtime needs besides the graph, as strings: labels, rate, window geometry and the
+    frontend's settings (``MFCC(**features)`` rebuilds it)."""
     fe = model.frontend
     clip_samples, _, stride, context = window_geometry(fe)
-    features = dict(sample_rate=fe.sample_rate, n_mfcc=fe.n_mfcc, win_length=fe.win_length,
-                    hop_length=fe.hop_length, n_mels=fe.n_mels, f_min=fe.f_min,
-                    f_max=fe.f_max, deltas=fe.deltas, stack=fe.stack, normalize=fe.normalize, floor_db=fe.floor_db,
-                    cmn=fe.cmn)
     meta = dict(labels=json.dumps(model.labels), sample_rate=fe.sample_rate, clip_samples=clip_samples,
-                stride=stride, context=context, features=json.dumps(features))
+                stride=stride, context=context, features=json.dumps(fe.settings))
     return {META_PREFIX + k: str(v) for k, v in meta.items()}
 
 

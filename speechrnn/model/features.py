@@ -76,6 +76,10 @@ class MFCC(nn.Module):
             raise ValueError(f"deltas must be 0, 1 or 2, got {deltas}")
         if stack < 1:
             raise ValueError(f"stack must be >= 1, got {stack}")
+        # the arguments, as MFCC(**settings) takes them: exported models carry them in their metadata
+        self.settings = dict(sample_rate=sample_rate, n_mfcc=n_mfcc, win_ms=win_ms, hop_ms=hop_ms, n_mels=n_mels,
+                             f_min=f_min, f_max=f_max, deltas=deltas, stack=stack, normalize=normalize,
+                             floor_db=floor_db, cmn=cmn)
         self.sample_rate, self.n_mfcc, self.deltas, self.stack = sample_rate, n_mfcc, deltas, stack
         self.normalize, self.cmn, self.floor_db = normalize, cmn, float(floor_db)
         self.win_length = round(sample_rate * win_ms / 1000)

@@ -13,6 +13,7 @@ from speechrnn.model.checkpoint import load_model
 from speechrnn.export import main as export_main
 from speechrnn.inference.export import TOLERANCE, export
 from speechrnn.inference.backends import OnnxBackend
+from speechrnn.model.features import MFCC
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.transcribe import main as transcribe_main
 
@@ -70,6 +71,8 @@ def test_torchscript_and_onnx_match_pytorch_on_new_clips(exported):
         assert (ts(x) - ref).abs().max() <= TOLERANCE
     assert (onnx_logits - ref).abs().max() <= TOLERANCE
     assert json.loads(json.loads(extra["meta.json"])["speechrnn.labels"]) == LABELS
+    features = json.loads(json.loads(extra["meta.json"])["speechrnn.features"])
+    assert MFCC(**features).settings == model.frontend.settings  # the frontend's own arguments, enough to rebuild it
 
 
 @pytest.mark.parametrize("export_file,backend", [("model.onnx", "onnx"), ("model.pt", "torchscript")])

@@ -80,6 +80,33 @@ def make_temp_dir(path: str | Path, suffix: str = ".partial") -> Path:
     return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=suffix))
 
 
+@contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Build a folder whole in a hidden sibling, and put it at ``path`` only when the block completes.
+
+    Yields the stage (``make_temp_dir``): write everything into it, the marker that says the
+    folder is complete last. What a builder killed earlier left beside ``path`` is swept first;
+    a block that raises leaves nothing. ``path`` may be absent or an empty folder: ``os.replace``
+    refuses one that holds anything, so nothing that appeared there meanwhile is ever lost.
+
+    Example:
+        >>> with staged_dir("data/corpus") as stage:
+        ...     (stage / "yes").mkdir()
+        ...     (stage / ".complete").write_text("done")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(path.parent)
+    stage = make_temp_dir(path)
+    try:
+        yield stage
+        os.replace(stage, path)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
 def _is_running(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (signal 0 checks without sending anything)."""
     try:

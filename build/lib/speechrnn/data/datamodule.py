@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from speechrnn.core.audio import SAMPLE_RATE, as_float
+from speechrnn.core.audio import as_float
 from speechrnn.data.augment import WaveAugment
 from speechrnn.data.cache import ClipArray, decode_split
 from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, scan, split_clips,

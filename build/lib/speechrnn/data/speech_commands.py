@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import tarfile
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from pathlib import Path, PureWindowsPath
 
 from tqdm import tqdm
 
-from speechrnn.core.atomic import make_temp_dir, sweep_leftovers
+from speechrnn.core.atomic import staged_dir
 from speechrnn.core.errors import SpeechRNNError
 
 BASE_URL = "http://download.tensorflow.org/data/"
@@ -253,17 +252,11 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
                     f"refusing to extract {archive}: member {member.name!r} {reason}; "
                     "use an archive from a source you trust"
                 )
-        sweep_leftovers(target.parent)  # the half-extracted folder of an extraction killed earlier
-        tmp = make_temp_dir(target)
-        try:
+        with staged_dir(target) as tmp:  # a half-extracted folder of an extraction killed earlier is swept
             # The "data" filter (Python >= 3.11.4) is a second line of defence.
             extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(tmp, members=members, **extra)
             (tmp / MARKER).write_text(f"{archive.name}\n")
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return target
 
 

@@ -19,7 +19,6 @@ import ctypes
 import hashlib
 import json
 import math
-import shutil
 import threading
 import zlib
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ import torch
 import torchaudio.transforms as T
 from tqdm import tqdm
 
-from speechrnn.core.atomic import make_temp_dir, sweep_leftovers
+from speechrnn.core.atomic import staged_dir
 from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
@@ -286,9 +285,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
                     progress: bool = True) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
 
-    The corpus is built in a hidden sibling ``.partial`` folder (``atomic.make_temp_dir``:
-    a killed run's is swept by the next) and renamed onto ``root`` only when complete, with
-    the marker ``.complete.json`` (the arguments) written last: an interrupted run leaves
+    The corpus is built in a hidden sibling folder (``atomic.staged_dir``: a killed run's is
+    swept by the next) and put at ``root`` only when complete, with the marker
+    ``.complete.json`` (the arguments) written last: an interrupted run leaves
     ``root`` as it was. An existing corpus whose marker holds the same arguments is returned
     untouched. Anything else in ``root`` (someone's files, a corpus made with other arguments,
     one without its marker) is refused and never replaced: it may be all the user has. Same
@@ -326,39 +325,32 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     if _holds_corpus(root, params):
         return root
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    sweep_leftovers(root.parent)  # what a generator killed earlier left; a live one's stage is kept
-    stage = make_temp_dir(root)
-    (stage / BACKGROUND_NOISE_DIR).mkdir()
-    for w in words:
-        (stage / w).mkdir()
-    lists: dict[str, list[str]] = {"validation": [], "testing": []}
     jobs = [(split, voice, w, n) for split, voices in speakers.items() for voice in voices
             for w in words for n in range(clips_per_speaker)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
-    try:
-        for split, voice, word, n in tqdm(jobs, desc=f"synthesising {root.name}", unit="clip", disable=not progress):
-            rng = np.random.default_rng([seed, int(voice.speaker_id, 16), zlib.crc32(word.encode()), n])
-            name = f"{word}/{voice.speaker_id}_nohash_{n}.wav"
-            sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
-            if split in lists:
-                lists[split].append(name)
-    except BaseException:  # e.g. Ctrl-C while rendering, where the time goes: the sweep keeps a live process's stage
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    for split, names in lists.items():
-        (stage / f"{split}_list.txt").write_text("".join(f"{x}\n" for x in sorted(names)))
-    for k, kind in enumerate(NOISES):
-        noise = make_noise(kind, int(noise_seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]))
-        sf.write(stage / BACKGROUND_NOISE_DIR / f"{kind}.wav", noise, SAMPLE_RATE, subtype="PCM_16")
-    (stage / "README.md").write_text(_readme(params, speakers))
-    (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")
-    if root.exists():
-        root.rmdir()  # empty, as _holds_corpus found it; had anything appeared since, this fails and loses nothing
-    stage.rename(root)
+    lists: dict[str, list[str]] = {"validation": [], "testing": []}
+    with staged_dir(root) as stage:  # what a generator killed earlier left is swept; a live one's stage is kept
+        (stage / BACKGROUND_NOISE_DIR).mkdir()
+        for w in words:
+            (stage / w).mkdir()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
+        try:
+            for split, voice, word, n in tqdm(jobs, desc=f"synthesising {root.name}", unit="clip",
+                                              disable=not progress):
+                rng = np.random.default_rng([seed, int(voice.speaker_id, 16), zlib.crc32(word.encode()), n])
+                name = f"{word}/{voice.speaker_id}_nohash_{n}.wav"
+                sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
+                if split in lists:
+                    lists[split].append(name)
+        finally:
+            torch.set_num_threads(threads)
+        for split, names in lists.items():
+            (stage / f"{split}_list.txt").write_text("".join(f"{x}\n" for x in sorted(names)))
+        for k, kind in enumerate(NOISES):
+            noise = make_noise(kind, int(noise_seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]))
+            sf.write(stage / BACKGROUND_NOISE_DIR / f"{kind}.wav", noise, SAMPLE_RATE, subtype="PCM_16")
+        (stage / "README.md").write_text(_readme(params, speakers))
+        (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")
     return root
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from speechrnn.core.errors import SpeechRNNError
 from speechrnn.model.spotter import KeywordSpotter
