@@ -99,7 +99,7 @@ def test_export_command_prints_the_differences_and_fails_beyond_tolerance(tmp_pa
     assert export_main([str(ckpt), "--out", str(tmp_path / "ts"), "--format", "torchscript"]) == 0
     printed = capsys.readouterr().out
     assert "model.pt: max |logit - PyTorch| = " in printed and "model.onnx" not in printed
-    monkeypatch.setattr("speechrnn.export.TOLERANCE", -1.0)  # no difference is small enough
+    monkeypatch.setattr("speechrnn.inference.export.TOLERANCE", -1.0)  # no difference is small enough
     assert export_main([str(ckpt), "--out", str(tmp_path / "ts2"), "--format", "torchscript"]) == 1
     assert capsys.readouterr().err.startswith("error: exports differ from PyTorch")
 
