@@ -184,6 +184,11 @@ def test_unusable_checkpoint_is_one_line_and_exit_2(kind, clips, tmp_path, capsy
     assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err
 
 
+# an untrained model's posteriors are near uniform: these options report its first keyword and every rise
+# of _unknown_ to the top
+EVERY_RISE = ["--detection-threshold", "0", "--suppression-ms", "0", "--show-unknown"]
+
+
 def long_recording(path: Path, seconds: float) -> Path:
     wave = 0.01 * np.random.default_rng(0).standard_normal(int(seconds * RATE)).astype(np.float32)
     wave[RATE: 2 * RATE] += tone(300)
@@ -193,21 +198,20 @@ def long_recording(path: Path, seconds: float) -> Path:
 def test_long_recordings_are_scanned_whole_never_cropped(ckpt, clips, tmp_path, capsys):
     long = long_recording(tmp_path / "long.wav", 3.5)
     just_over = write_wav(tmp_path / "over.wav", np.concatenate([tone(300), np.zeros(1, np.float32)]))
-    code, out, _ = run_main(capsys, ckpt, clips[0], long, just_over, "--format", "json",
-                            "--detection-threshold", "0")  # an untrained model: report every change of top label
+    code, out, _ = run_main(capsys, ckpt, clips[0], long, just_over, "--format", "json", *EVERY_RISE)
     short, scanned, over = json_lines(out)
     assert code == 0 and "detections" not in short
     assert scanned["duration"] == 3.5 and over["duration"] == pytest.approx((RATE + 1) / RATE, abs=1e-3)
     model = load_model(ckpt)
     events = list(detect_events(TorchBackend(model).spotter(), load_audio(long).split(RATE),
-                                RecognizeCommands(model.labels, threshold=0.0)))
+                                RecognizeCommands(model.labels, threshold=0.0, suppression_ms=0, report_unknown=True)))
     assert len(events) >= 2 and scanned["detections"] == events and scanned["label"] == summarize(events, 3)["label"]
     assert all(0 <= e["start"] < e["end"] <= 3.5 for e in events)
 
 
 def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_path, capsys, monkeypatch):
     long = long_recording(tmp_path / "long.wav", 4.0)
-    opts = ["--format", "json", "--detection-threshold", "0", "--chunk-ms", "37"]
+    opts = ["--format", "json", *EVERY_RISE, "--chunk-ms", "37"]
     _, out, _ = run_main(capsys, ckpt, long, *opts)
     batch = json_lines(out)[0]["detections"]
     assert len(batch) >= 2
@@ -219,6 +223,19 @@ def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_pat
     events = json_lines(out)
     assert code == 0 and all(e["path"] == "-" for e in events)
     assert [(e["label"], e["start"]) for e in events] == [(e["label"], e["start"]) for e in batch]
+
+
+def test_unknown_detections_are_shown_only_when_asked_and_marked_not_keywords(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    opts = [opt for opt in EVERY_RISE if opt != "--show-unknown"]
+    _, out, _ = run_main(capsys, ckpt, long, "--format", "json", *opts)
+    assert all(d["label"] != "_unknown_" for d in json_lines(out)[0]["detections"])
+    _, out, _ = run_main(capsys, ckpt, long, "--format", "json", *EVERY_RISE)
+    record = json_lines(out)[0]
+    assert any(d["label"] == "_unknown_" for d in record["detections"])
+    assert "_unknown_" not in record["label"].split()  # not among the keywords found
+    _, out, _ = run_main(capsys, ckpt, long, *EVERY_RISE)
+    assert "_unknown_ (not a keyword)@" in out
 
 
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
