@@ -31,18 +31,26 @@ from the reference's, so that one spoken word gives one detection with one label
 
 A detection's time is the start of the window whose posterior fired it; its end is
 that window's end (cut at the end of the recording). ``sweep`` replays the decisions
-at many thresholds over posteriors computed once, for the benchmark of ``speechrnn.streamtest``.
+at many thresholds over posteriors computed once, for the benchmark and calibration of
+``speechrnn.streamtest``; ``calibrate`` counts false accepts on noise to pick the
+threshold of a budget, and ``read_calibration`` gives ``transcribe`` what it chose.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from collections import deque
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
+from speechrnn.atomic import atomic_write_json
+from speechrnn.checkpoint import CheckpointError
+from speechrnn.errors import ConfigError
 from speechrnn.labels import SILENCE, UNKNOWN
 
 MIN_AUDIO = 0.75  # a window counts when at least this share of it is recorded audio, not end padding
@@ -61,7 +69,8 @@ class RecognizeCommands:
         labels (list[str]): class names, in posterior order.
         average_window_ms (float, optional): posteriors averaged, by age. (Default: ``500``)
         threshold (float, optional): smoothed score a keyword must exceed; the reference
-            uses 0.7, 0.5 suits our softer posteriors. (Default: ``0.5``)
+            uses 0.7, 0.5 suits our softer posteriors. ``speechrnn.streamtest --calibrate``
+            picks one for a budget of false accepts per hour. (Default: ``0.5``)
         suppression_ms (float, optional): refractory period after a keyword detection, in
             which no keyword, of any label, is reported. (Default: ``1000``)
         minimum_count (int, optional): posteriors needed in the window for any answer. (Default: ``3``)
@@ -209,11 +218,116 @@ def summarize(events: list[dict], top_k: int) -> dict:
             "score": topk[0]["score"] if topk else 0.0, "topk": topk, "detections": events}
 
 
+def calibrate(detections: dict[float, list], seconds: float) -> list[dict]:
+    """False accepts per hour at each threshold, from ``sweep``'s detections on audio without keywords.
+
+    Every keyword detected in noise is a false accept. With ``seconds`` of noise one false
+    accept is ``3600 / seconds`` per hour: the finest budget the calibration can tell.
+    """
+    return [dict(threshold=round(t, 4), false_accepts=len(found), fa_per_hour=round(len(found) * 3600 / seconds, 3))
+            for t, found in sorted(detections.items())]
+
+
+def pick_threshold(points: list[dict], max_fa_per_hour: float) -> dict | None:
+    """The point of the lowest threshold from which every higher one keeps within ``max_fa_per_hour``.
+
+    Not merely the lowest that does: a low threshold can count few false accepts because its
+    detector, re-armed only when the keywords' smoothed total falls to the threshold, stays
+    disarmed in noise, which would make it deaf to keywords too. None if even the highest
+    threshold exceeds the budget.
+    """
+    chosen = None
+    for point in sorted(points, key=lambda q: -q["threshold"]):
+        if point["fa_per_hour"] > max_fa_per_hour:
+            break
+        chosen = point
+    return chosen
+
+
+def calibration_path(model: str | Path) -> Path:
+    """The side file that carries a model's calibrated threshold: ``<model>.threshold.json``."""
+    return Path(f"{model}.threshold.json")
+
+
+def _digest(path: str | Path) -> str:
+    """SHA-256 of a model file: a calibration is valid for the exact weights it was measured on."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_calibration(model: str | Path, points: list[dict], max_fa_per_hour: float, **about) -> dict:
+    """Write ``calibration_path(model)`` (atomically) with the threshold chosen for ``max_fa_per_hour``.
+
+    Args:
+        model (str | Path): the model file calibrated.
+        points (list[dict]): ``calibrate``'s false accepts per threshold; kept, so another
+            budget can be picked later (``transcribe --max-fa-per-hour``).
+        max_fa_per_hour (float): the budget.
+        **about: how the noise was made (folder, minutes, seed, smoothing), kept as is.
+
+    Raises:
+        ConfigError: no calibrated threshold keeps within the budget.
+    """
+    chosen = _choose(points, max_fa_per_hour, model)
+    record = dict(model=str(model), sha256=_digest(model), max_fa_per_hour=max_fa_per_hour,
+                  threshold=chosen["threshold"], fa_per_hour=chosen["fa_per_hour"], **about, points=points)
+    atomic_write_json(calibration_path(model), record)
+    return record
+
+
+def _choose(points: list[dict], max_fa_per_hour: float, model: str | Path) -> dict:
+    """``pick_threshold``, or a one-line error when no threshold keeps within the budget."""
+    chosen = pick_threshold(points, max_fa_per_hour)
+    if chosen is None:
+        top = max(points, key=lambda q: q["threshold"])
+        raise ConfigError(f"--max-fa-per-hour {max_fa_per_hour:g}: no threshold keeps {model} within it on the "
+                          f"calibration noise (at {top['threshold']:g}: {top['fa_per_hour']:g} per hour); "
+                          "allow more false accepts, or use a model that fires less on this noise")
+    return chosen
+
+
+def read_calibration(model: str | Path, max_fa_per_hour: float | None = None) -> tuple[float | None, str | None]:
+    """The threshold of ``model``'s side file, and a line saying where it came from: ``(None, None)`` without one.
+
+    The threshold is the file's own budget's, or ``max_fa_per_hour``'s picked from its points.
+    A file measured on other weights (the model was retrained or replaced) is ignored, and
+    the line says so: ``(None, line)``.
+
+    Raises:
+        CheckpointError: the side file is unreadable, or ``max_fa_per_hour`` is asked of a
+            model without a valid one.
+    """
+    path = calibration_path(model)
+    asked = 1 if max_fa_per_hour is None else max_fa_per_hour
+    fix = (f"make one with python -m speechrnn.streamtest --model {model} --calibrate --noise DIR "
+           f"--max-fa-per-hour {asked:g}")
+    if not path.is_file():
+        if max_fa_per_hour is None:
+            return None, None
+        raise CheckpointError(f"{path}: no calibration for --max-fa-per-hour; {fix}")
+    try:
+        record = json.loads(path.read_text())
+        digest, points, budget = record["sha256"], record["points"], float(record["max_fa_per_hour"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: not a readable calibration; delete it, or {fix}") from None
+    if digest != _digest(model):
+        if max_fa_per_hour is not None:
+            raise CheckpointError(f"{path}: calibrated on other weights than {model}'s now; {fix}")
+        return None, f"ignoring {path}: calibrated on other weights than {model}'s now; {fix}"
+    budget = budget if max_fa_per_hour is None else max_fa_per_hour
+    chosen = _choose(points, budget, model)
+    return chosen["threshold"], (f"detection threshold {chosen['threshold']:g} from {path} (at most {budget:g} "
+                                 f"false accepts per hour on its noise: {chosen['fa_per_hour']:g})")
+
+
 def add_smoothing_args(parser: argparse.ArgumentParser) -> None:
     """The ``RecognizeCommands`` settings as command-line options (transcribe and streamtest share them)."""
     g = parser.add_argument_group("detection in long recordings (RecognizeCommands smoothing)")
-    g.add_argument("--detection-threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"(default {DEFAULT_THRESHOLD})")
+    g.add_argument("--detection-threshold", type=float,
+                   help=f"(default {DEFAULT_THRESHOLD}; transcribe: the model's calibrated one if it has one)")
     g.add_argument("--average-window-ms", type=float, default=500.0, help="(default 500)")
     g.add_argument("--suppression-ms", type=float, default=1000.0,
                    help="refractory period after a keyword, any keyword (default 1000)")
@@ -222,5 +336,6 @@ def add_smoothing_args(parser: argparse.ArgumentParser) -> None:
 
 def smoothing_from_args(args: argparse.Namespace) -> dict:
     """``RecognizeCommands`` keyword arguments from the options of ``add_smoothing_args``."""
-    return dict(average_window_ms=args.average_window_ms, threshold=args.detection_threshold,
+    threshold = DEFAULT_THRESHOLD if args.detection_threshold is None else args.detection_threshold
+    return dict(average_window_ms=args.average_window_ms, threshold=threshold,
                 suppression_ms=args.suppression_ms, minimum_count=args.minimum_count)

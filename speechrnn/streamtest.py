@@ -2,6 +2,7 @@
 
     python -m speechrnn.streamtest --model CKPT [--model CKPT2 ...] --data DIR --split testing \
         --noise NOISE_DIR --snr-db 10 --minutes 30 --seed 0
+    python -m speechrnn.streamtest --model CKPT --calibrate --noise NOISE_DIR --max-fa-per-hour 1
 
 1. ``build_recording`` lays clips of held-out speakers (the ``--split`` of any Speech
    Commands-layout folder, as ``speechrnn.dataset`` splits it) over background noise, as
@@ -22,8 +23,11 @@
    points ``curve.json``; ``report.json`` has them and the rest.
 4. At ``--detection-threshold`` the TensorFlow-style line is kept (``score``).
 
-With T hours of audio one false accept is 1/T per hour, so a budget of 1 per hour needs
-an hour to be told apart from zero.
+``--calibrate`` measures false accepts on noise alone instead (the same noise, ``--minutes``
+of it), and writes the lowest threshold that keeps within ``--max-fa-per-hour`` to the side
+file ``<model>.threshold.json``, which ``speechrnn.transcribe`` then uses. With T hours of
+noise one false accept is 1/T per hour, so a budget of 1 per hour needs an hour of noise to
+be told apart from zero.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ import soundfile as sf
 import torch
 
 from speechrnn.atomic import atomic_save, atomic_write_json, atomic_write_text
-from speechrnn.audio import as_float, load_audio, load_noise, load_noise_dir, load_pcm16
+from speechrnn.audio import as_float, load_audio, load_noise, load_noise_dir, load_pcm16, to_pcm16
 from speechrnn.checkpoint import CheckpointError
 from speechrnn.dataset import DatasetError, scan, split_clips
-from speechrnn.detect import add_smoothing_args, is_keyword, smoothing_from_args, sweep, window_posteriors
+from speechrnn.detect import (add_smoothing_args, calibrate, calibration_path, is_keyword, smoothing_from_args, sweep,
+                              window_posteriors, write_calibration)
 from speechrnn.errors import friendly
 from speechrnn.labels import SILENCE, UNKNOWN
 from speechrnn.report import write_detection_curves
@@ -51,6 +56,7 @@ from speechrnn.runtime import load_backend
 
 NOISE_RMS = 0.01  # -40 dBFS: the noise bed's level when words are mixed at a signal-to-noise ratio
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+CALIBRATION_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.995, 0.01))
 BUDGETS = (1.0, 0.1)  # false accepts per hour the report gives the best operating point for
 
 
@@ -216,7 +222,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for stream.wav, labels.csv, report.json, curve.png and curve.json "
                                  "(default: next to the first model)")
-    p.add_argument("--wav", help="evaluate this recording (with --labels) instead of building one")
+    p.add_argument("--wav", help="evaluate this recording (with --labels) instead of building one; "
+                                 "with --calibrate, a recording without keywords to calibrate on")
     p.add_argument("--labels", help="its label track, CSV with columns label,time (seconds)")
     p.add_argument("--word-gap-ms", type=float, default=2000.0)
     p.add_argument("--unknown-percentage", type=float, default=20.0)
@@ -224,11 +231,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tolerance-ms", type=float, default=750.0, help="match window around a word (default 750)")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
                    help="detection thresholds of the curve (default 0.3 to 0.99)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure false accepts on noise alone and write <model>.threshold.json")
+    p.add_argument("--max-fa-per-hour", type=float, help="with --calibrate: the budget of false accepts per hour")
     add_smoothing_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see speechrnn.transcribe)")
     args = p.parse_args(argv)
-    if bool(args.wav) != bool(args.labels):
+    if bool(args.wav) != bool(args.labels) and not args.calibrate:
         p.error("--wav and --labels go together")
+    if args.calibrate != (args.max_fa_per_hour is not None):
+        p.error("--calibrate and --max-fa-per-hour go together")
     if args.snr_db is not None and (len(args.snr_db) > 2 or args.snr_db[0] > args.snr_db[-1]):
         p.error("--snr-db takes one value, or a range LOW HIGH with LOW <= HIGH")
     if not all(0 <= t <= 1 for t in args.thresholds) or args.minutes <= 0:
@@ -327,11 +339,41 @@ def render_result(r: dict, source: str, seconds: float, threshold: float, tolera
     return "\n".join(lines)
 
 
+def calibrate_models(args: argparse.Namespace, backends: list) -> None:
+    """``--calibrate``: false accepts on noise alone at each threshold; the side file of each model."""
+    rate, smoothing = backends[0].rate, smoothing_from_args(args)
+    if args.wav:
+        wave, source = as_float(load_pcm16(args.wav, rate)).numpy(), args.wav
+    else:
+        noises = load_noises(args, rate)
+        noises = load_noise(Path(args.data), rate) if noises is None else noises
+        if not noises:
+            raise DatasetError(f"{Path(args.data) / '_background_noise_'}: no noise to calibrate on; pass --noise DIR "
+                               "(a folder of background noise recordings) or --wav (a recording without keywords)")
+        wave = np.zeros(int(args.minutes * 60 * rate), np.float32)
+        noise_bed(wave, [n.numpy() for n in noises], np.random.default_rng(args.seed), rate, args.background_volume,
+                  fixed_level=args.snr_db is not None)
+        wave = as_float(to_pcm16(torch.from_numpy(wave))).numpy()  # rounded as a recording of it would be
+        source = args.noise or str(Path(args.data) / "_background_noise_")
+    seconds = len(wave) / rate
+    for model, backend in zip(args.model, backends):
+        times, probs = window_probs(backend, wave)
+        points = calibrate(sweep(times, probs, backend.labels, CALIBRATION_THRESHOLDS, smoothing), seconds)
+        record = write_calibration(model, points, args.max_fa_per_hour, noise=source, minutes=round(seconds / 60, 2),
+                                   seed=args.seed, fixed_level=args.snr_db is not None, smoothing=smoothing)
+        print(f"{model}: threshold {record['threshold']:g} keeps false accepts within {args.max_fa_per_hour:g} per "
+              f"hour on {seconds / 60:.1f} min of noise ({source}: {record['fa_per_hour']:g} per hour; one false "
+              f"accept is {3600 / seconds:.2g} per hour); written to {calibration_path(model)}")
+
+
 @friendly
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     backends = load_backends(args.model)
+    if args.calibrate:
+        calibrate_models(args, backends)
+        return 0
     out = Path(args.out or Path(args.model[0]).parent / f"streamtest_{args.split}_seed{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     benchmark(args, backends, out)

@@ -9,7 +9,10 @@ exactly as in training. Clips are read by a few threads and classified in batche
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
 A longer recording is never cropped: it is scanned for keywords (``speechrnn.detect``)
 and reported with their start and end times: one detection per spoken keyword;
-``_unknown_`` only with ``--show-unknown``, marked as not a keyword. ``-`` reads raw 16-bit mono PCM at the
+``_unknown_`` only with ``--show-unknown``, marked as not a keyword. The detection
+threshold is ``--detection-threshold``, else the one calibrated for the model on noise
+(``<model>.threshold.json``, written by ``speechrnn.streamtest --calibrate``; its budget,
+or ``--max-fa-per-hour``'s), else 0.5. ``-`` reads raw 16-bit mono PCM at the
 model's rate from standard input and prints each keyword as it is heard; ``--stream``
 does the same for files, fed to the detector chunk by chunk.
 
@@ -35,8 +38,8 @@ import numpy as np
 import torch
 
 from speechrnn.audio import AudioError, as_float, find_audio, fix_length, load_pcm16
-from speechrnn.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, smoothing_from_args,
-                              summarize)
+from speechrnn.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, read_calibration,
+                              smoothing_from_args, summarize)
 from speechrnn.errors import friendly
 from speechrnn.labels import UNKNOWN
 from speechrnn.runtime import load_backend
@@ -196,9 +199,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream", action="store_true", help="print keywords as they are found, reading in chunks")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk read per step when streaming (default 100)")
     add_smoothing_args(p)
+    p.add_argument("--max-fa-per-hour", type=float,
+                   help="the threshold calibrated for this budget of false accepts per hour on noise "
+                        "(from <model>.threshold.json; see python -m speechrnn.streamtest --calibrate)")
     p.add_argument("--show-unknown", action="store_true",
                    help="also show _unknown_ detections in long recordings, marked as not keywords")
     args = p.parse_args(argv)
+    if args.max_fa_per_hour is not None and args.detection_threshold is not None:
+        p.error("give --detection-threshold or --max-fa-per-hour, not both")
     if min(args.top_k, args.batch_size, args.workers, args.threads) < 1 or args.chunk_ms <= 0:
         p.error("--top-k, --batch-size, --workers, --threads and --chunk-ms must be positive")
     return args
@@ -211,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.batch_size)
     smoothing = smoothing_from_args(args) | dict(report_unknown=args.show_unknown)
+    if args.detection_threshold is None:
+        threshold, note = read_calibration(args.model, args.max_fa_per_hour)
+        smoothing["threshold"] = smoothing["threshold"] if threshold is None else threshold
+        if note:
+            print(note, file=sys.stderr)
     try:
         RecognizeCommands(backend.labels, **smoothing)  # bad settings fail before any audio is read
     except ValueError as err:

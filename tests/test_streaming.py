@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.detect import RecognizeCommands, detect_events, sweep, window_posteriors
+from speechrnn.detect import (RecognizeCommands, calibrate, calibration_path, detect_events, pick_threshold,
+                              read_calibration, sweep, window_posteriors)
 from speechrnn.audio import load_noise_dir
 from speechrnn.features import MFCC
 from speechrnn.model import KeywordSpotter
@@ -377,6 +378,28 @@ def test_streamtest_sweeps_each_model_once_and_draws_their_curves(tone_model, to
     assert list(curves) == [str(m) for m in models]
     assert [[q["threshold"] for q in points] for points in curves.values()] == [[0.5, 0.7, 0.9]] * 2
     assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_picks_the_lowest_threshold_from_which_every_higher_one_keeps_the_budget():
+    detections = {0.3: [], 0.4: [("yes", 0)] * 5, 0.5: [("yes", 0)] * 2, 0.6: [("no", 0)], 0.7: []}  # in one hour
+    points = calibrate(detections, seconds=3600)
+    assert [q["fa_per_hour"] for q in points] == [0, 5, 2, 1, 0]
+    assert pick_threshold(points, 1)["threshold"] == 0.6  # not 0.3, whose detector stayed disarmed in noise
+    assert pick_threshold(points, 2)["threshold"] == 0.5
+    assert pick_threshold(points, 0)["threshold"] == 0.7
+    assert pick_threshold(calibrate({0.9: [("yes", 0)]}, 3600), 0.5) is None
+
+
+def test_calibrate_on_noise_writes_the_side_file_transcribe_reads(tone_model, tmp_path, capsys):
+    ckpt, _ = tone_model
+    model = shutil.copy(ckpt, tmp_path / "model.ckpt")
+    assert streamtest_main(["--model", str(model), "--calibrate", "--noise", str(noise_folder(tmp_path)),
+                            "--minutes", "0.5", "--max-fa-per-hour", "10"]) == 0
+    record = json.loads(calibration_path(model).read_text())
+    assert record["threshold"] == pick_threshold(record["points"], 10)["threshold"]
+    assert all(q["fa_per_hour"] == pytest.approx(q["false_accepts"] * 120) for q in record["points"])
+    assert read_calibration(model)[0] == record["threshold"]
+    assert str(calibration_path(model)) in capsys.readouterr().out
 
 
 def test_a_noise_folder_without_recordings_is_one_line(tone_model, tone_folder, tmp_path, capsys):

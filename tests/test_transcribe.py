@@ -18,7 +18,7 @@ from speechrnn.audio import load_audio
 from speechrnn.cache import decode_split
 from speechrnn.dataset import Item
 from speechrnn.checkpoint import load_model
-from speechrnn.detect import RecognizeCommands, detect_events, summarize
+from speechrnn.detect import RecognizeCommands, calibration_path, detect_events, summarize, write_calibration
 from speechrnn.predict import predict_proba
 from speechrnn.runtime import TorchBackend
 from speechrnn.train import train
@@ -236,6 +236,46 @@ def test_unknown_detections_are_shown_only_when_asked_and_marked_not_keywords(ck
     assert "_unknown_" not in record["label"].split()  # not among the keywords found
     _, out, _ = run_main(capsys, ckpt, long, *EVERY_RISE)
     assert "_unknown_ (not a keyword)@" in out
+
+
+def calibrated(ckpt, tmp_path, points: list[tuple[float, float]], budget: float) -> Path:
+    """A copy of the checkpoint with a side file of (threshold, false accepts per hour) points."""
+    model = Path(shutil.copy(ckpt, tmp_path / "model.ckpt"))
+    write_calibration(model, [dict(threshold=t, false_accepts=int(fa), fa_per_hour=fa) for t, fa in points], budget)
+    return model
+
+
+def test_transcribe_uses_the_calibrated_threshold_and_says_so(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    model = calibrated(ckpt, tmp_path, [(0.0, 50.0), (0.99, 0.0)], budget=1)
+    opts = ["--format", "json", "--suppression-ms", "0", "--show-unknown"]
+    code, out, err = run_main(capsys, model, long, *opts)
+    assert code == 0 and f"detection threshold 0.99 from {calibration_path(model)}" in err
+    assert json_lines(out)[0]["detections"] == []  # nothing reaches 0.99 on an untrained model
+    code, out, err = run_main(capsys, model, long, *opts, "--max-fa-per-hour", "100")  # another budget, same file
+    assert code == 0 and "detection threshold 0 from" in err and len(json_lines(out)[0]["detections"]) >= 2
+    _, _, err = run_main(capsys, model, long, *opts, "--detection-threshold", "0.5")  # an explicit one wins
+    assert "from" not in err
+
+
+def test_a_calibration_of_other_weights_is_ignored_and_a_missing_one_is_a_clear_error(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    model = calibrated(ckpt, tmp_path, [(0.0, 50.0), (0.99, 0.0)], budget=1)
+    record = json.loads(calibration_path(model).read_text())
+    calibration_path(model).write_text(json.dumps(record | {"sha256": "0" * 64}))  # measured on another model
+    code, _, err = run_main(capsys, model, long)
+    assert code == 0 and f"ignoring {calibration_path(model)}: calibrated on other weights" in err
+    calibration_path(model).unlink()
+    code, out, err = run_main(capsys, model, long, "--max-fa-per-hour", "1")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: {calibration_path(model)}: no calibration for --max-fa-per-hour")
+
+
+def test_a_budget_no_calibrated_threshold_meets_is_one_line(ckpt, tmp_path, capsys):
+    model = calibrated(ckpt, tmp_path, [(0.5, 30.0), (0.99, 4.0)], budget=10)
+    code, out, err = run_main(capsys, model, long_recording(tmp_path / "long.wav", 4.0), "--max-fa-per-hour", "1")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: --max-fa-per-hour 1: no threshold keeps") and "allow more false accepts" in err
 
 
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):
