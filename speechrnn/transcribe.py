@@ -9,9 +9,13 @@ exactly as in training. Clips are read by a few threads and classified in batche
 
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
 A longer recording is never cropped: it is scanned for keywords (``speechrnn.inference.detect``)
-and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
-model's rate, or a 16-bit wav, from standard input and prints each keyword as it is
-heard; ``--stream`` does the same for files, fed to the detector chunk by chunk.
+and reported with their start and end times: one detection per spoken keyword;
+``_unknown_`` only with ``--show-unknown``, marked as not a keyword. The detection
+threshold is ``--detection-threshold``, else the one calibrated for the model on noise
+(``<model>.threshold.json``, written by ``speechrnn.streamtest --calibrate``; its budget,
+or ``--max-fa-per-hour``'s), else 0.5. ``-`` reads raw 16-bit mono PCM at the
+model's rate, or a 16-bit wav, from standard input and prints each keyword as it is heard; ``--stream``
+does the same for files, fed to the detector chunk by chunk.
 
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
@@ -38,12 +42,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from speechrnn.core.cli import version_line
 from speechrnn.core.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
-from speechrnn.inference.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
+from speechrnn.core.cli import version_line
 from speechrnn.core.errors import friendly
 from speechrnn.data.labels import UNKNOWN
 from speechrnn.inference.backends import load_backend
+from speechrnn.inference.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, read_calibration,
+                                        smoothing_from_args, summarize)
 
 STDIN = "-"
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C
@@ -160,19 +165,25 @@ def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: di
     return count, errors, False
 
 
+def shown(label: str) -> str:
+    """A detection's label as the table prints it: ``_unknown_ (not a keyword)`` (``--show-unknown``)."""
+    return label if is_keyword(label) else f"{label} (not a keyword)"
+
+
 def render_event(path: str, e: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(dict(path=path, **e))
     if fmt == "csv":
         return f"{path},{e['label']},{e['score']},{e['start']},{e['end']}"
-    return f"{path:<30} {e['label']:<10} {e['score']:6.3f}  {e['start']:.2f}-{e['end']:.2f}s"
+    return f"{path:<30} {e['label']:<10} {e['score']:6.3f}  {e['start']:.2f}-{e['end']:.2f}s" + \
+        " (not a keyword)" * (not is_keyword(e["label"]))
 
 
 def render(results: list[dict], fmt: str) -> str:
     """All records as a table, JSON lines or CSV."""
     if fmt == "json":
         return "\n".join(json.dumps(r) for r in results)
-    events = [" ".join(f"{d['label']}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
+    events = [" ".join(f"{shown(d['label'])}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
               for r in results]
     if fmt == "csv":
         buf = io.StringIO()
@@ -208,7 +219,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream", action="store_true", help="print keywords as they are found, reading in chunks")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk read per step when streaming (default 100)")
     add_smoothing_args(p)
+    p.add_argument("--max-fa-per-hour", type=float,
+                   help="the threshold calibrated for this budget of false accepts per hour on noise "
+                        "(from <model>.threshold.json; see python -m speechrnn.streamtest --calibrate)")
+    p.add_argument("--show-unknown", action="store_true",
+                   help="also show _unknown_ detections in long recordings, marked as not keywords")
     args = p.parse_args(argv)
+    if args.max_fa_per_hour is not None and args.detection_threshold is not None:
+        p.error("give --detection-threshold or --max-fa-per-hour, not both")
     if min(args.top_k, args.batch_size, args.workers, args.threads) < 1 or args.chunk_ms <= 0:
         p.error("--top-k, --batch-size, --workers, --threads and --chunk-ms must be positive")
     return args
@@ -220,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.batch_size)
-    smoothing = smoothing_from_args(args)
+    smoothing = smoothing_from_args(args) | dict(report_unknown=args.show_unknown)
+    if args.detection_threshold is None:
+        threshold, note = read_calibration(args.model, args.max_fa_per_hour)
+        smoothing["threshold"] = smoothing["threshold"] if threshold is None else threshold
+        if note:
+            print(note, file=sys.stderr)
     try:
         RecognizeCommands(backend.labels, **smoothing)  # bad settings fail before any audio is read
     except ValueError as err:

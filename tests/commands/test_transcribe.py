@@ -21,7 +21,7 @@ from speechrnn.core.audio import load_audio
 from speechrnn.data.cache import decode_split
 from speechrnn.data.layout import Item
 from speechrnn.model.checkpoint import load_model
-from speechrnn.inference.detect import RecognizeCommands, detect_events, summarize
+from speechrnn.inference.detect import RecognizeCommands, calibration_path, detect_events, summarize, write_calibration
 from speechrnn.inference.predict import predict_proba
 from speechrnn.inference.backends import TorchBackend
 from speechrnn.training.fit import train
@@ -185,6 +185,11 @@ def test_unusable_checkpoint_is_one_line_and_exit_2(kind, clips, tmp_path, capsy
     assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err
 
 
+# an untrained model's posteriors are near uniform: these options report its first keyword and every rise
+# of _unknown_ to the top
+EVERY_RISE = ["--detection-threshold", "0", "--suppression-ms", "0", "--show-unknown"]
+
+
 def long_recording(path: Path, seconds: float) -> Path:
     wave = 0.01 * np.random.default_rng(0).standard_normal(int(seconds * RATE)).astype(np.float32)
     wave[RATE: 2 * RATE] += tone(300)
@@ -194,21 +199,20 @@ def long_recording(path: Path, seconds: float) -> Path:
 def test_long_recordings_are_scanned_whole_never_cropped(ckpt, clips, tmp_path, capsys):
     long = long_recording(tmp_path / "long.wav", 3.5)
     just_over = write_wav(tmp_path / "over.wav", np.concatenate([tone(300), np.zeros(1, np.float32)]))
-    code, out, _ = run_main(capsys, ckpt, clips[0], long, just_over, "--format", "json",
-                            "--detection-threshold", "0")  # an untrained model: report every change of top label
+    code, out, _ = run_main(capsys, ckpt, clips[0], long, just_over, "--format", "json", *EVERY_RISE)
     short, scanned, over = json_lines(out)
     assert code == 0 and "detections" not in short
     assert scanned["duration"] == 3.5 and over["duration"] == pytest.approx((RATE + 1) / RATE, abs=1e-3)
     model = load_model(ckpt)
     events = list(detect_events(TorchBackend(model).spotter(), load_audio(long).split(RATE),
-                                RecognizeCommands(model.labels, threshold=0.0)))
+                                RecognizeCommands(model.labels, threshold=0.0, suppression_ms=0, report_unknown=True)))
     assert len(events) >= 2 and scanned["detections"] == events and scanned["label"] == summarize(events, 3)["label"]
     assert all(0 <= e["start"] < e["end"] <= 3.5 for e in events)
 
 
 def test_stdin_pcm_and_stream_mode_report_the_events_of_batch_mode(ckpt, tmp_path, capsys, monkeypatch):
     long = long_recording(tmp_path / "long.wav", 4.0)
-    opts = ["--format", "json", "--detection-threshold", "0", "--chunk-ms", "37"]
+    opts = ["--format", "json", *EVERY_RISE, "--chunk-ms", "37"]
     _, out, _ = run_main(capsys, ckpt, long, *opts)
     batch = json_lines(out)[0]["detections"]
     assert len(batch) >= 2
@@ -277,6 +281,57 @@ def test_a_wav_on_stdin_that_is_not_16_bit_is_one_line(ckpt, tmp_path, capsys, m
     code, out, err = run_on_stdin(capsys, monkeypatch, path.read_bytes(), ckpt, "--format", "json")
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 1 and out == "" and len(errors) == 1 and "16-bit PCM" in errors[0]
+def test_unknown_detections_are_shown_only_when_asked_and_marked_not_keywords(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    opts = [opt for opt in EVERY_RISE if opt != "--show-unknown"]
+    _, out, _ = run_main(capsys, ckpt, long, "--format", "json", *opts)
+    assert all(d["label"] != "_unknown_" for d in json_lines(out)[0]["detections"])
+    _, out, _ = run_main(capsys, ckpt, long, "--format", "json", *EVERY_RISE)
+    record = json_lines(out)[0]
+    assert any(d["label"] == "_unknown_" for d in record["detections"])
+    assert "_unknown_" not in record["label"].split()  # not among the keywords found
+    _, out, _ = run_main(capsys, ckpt, long, *EVERY_RISE)
+    assert "_unknown_ (not a keyword)@" in out
+
+
+def calibrated(ckpt, tmp_path, points: list[tuple[float, float]], budget: float) -> Path:
+    """A copy of the checkpoint with a side file of (threshold, false accepts per hour) points."""
+    model = Path(shutil.copy(ckpt, tmp_path / "model.ckpt"))
+    write_calibration(model, [dict(threshold=t, false_accepts=int(fa), fa_per_hour=fa) for t, fa in points], budget)
+    return model
+
+
+def test_transcribe_uses_the_calibrated_threshold_and_says_so(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    model = calibrated(ckpt, tmp_path, [(0.0, 50.0), (0.99, 0.0)], budget=1)
+    opts = ["--format", "json", "--suppression-ms", "0", "--show-unknown"]
+    code, out, err = run_main(capsys, model, long, *opts)
+    assert code == 0 and f"detection threshold 0.99 from {calibration_path(model)}" in err
+    assert json_lines(out)[0]["detections"] == []  # nothing reaches 0.99 on an untrained model
+    code, out, err = run_main(capsys, model, long, *opts, "--max-fa-per-hour", "100")  # another budget, same file
+    assert code == 0 and "detection threshold 0 from" in err and len(json_lines(out)[0]["detections"]) >= 2
+    _, _, err = run_main(capsys, model, long, *opts, "--detection-threshold", "0.5")  # an explicit one wins
+    assert "from" not in err
+
+
+def test_a_calibration_of_other_weights_is_ignored_and_a_missing_one_is_a_clear_error(ckpt, tmp_path, capsys):
+    long = long_recording(tmp_path / "long.wav", 4.0)
+    model = calibrated(ckpt, tmp_path, [(0.0, 50.0), (0.99, 0.0)], budget=1)
+    record = json.loads(calibration_path(model).read_text())
+    calibration_path(model).write_text(json.dumps(record | {"sha256": "0" * 64}))  # measured on another model
+    code, _, err = run_main(capsys, model, long)
+    assert code == 0 and f"ignoring {calibration_path(model)}: calibrated on other weights" in err
+    calibration_path(model).unlink()
+    code, out, err = run_main(capsys, model, long, "--max-fa-per-hour", "1")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: {calibration_path(model)}: no calibration for --max-fa-per-hour")
+
+
+def test_a_budget_no_calibrated_threshold_meets_is_one_line(ckpt, tmp_path, capsys):
+    model = calibrated(ckpt, tmp_path, [(0.5, 30.0), (0.99, 4.0)], budget=10)
+    code, out, err = run_main(capsys, model, long_recording(tmp_path / "long.wav", 4.0), "--max-fa-per-hour", "1")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: --max-fa-per-hour 1: no threshold keeps") and "allow more false accepts" in err
 
 
 def test_transcription_needs_nothing_but_the_checkpoint(ckpt, clips, tmp_path):

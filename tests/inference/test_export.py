@@ -83,7 +83,7 @@ def test_exported_model_transcribes_like_the_checkpoint(exported, tmp_path, caps
     clips.append(write_wav(tmp_path / "long.wav", long))
     records = []
     for model_file in (ckpt, out / export_file):
-        argv = [str(model_file), *map(str, clips), "--format", "json", "--detection-threshold", "0"]
+        argv = [str(model_file), *map(str, clips), "--format", "json", "--detection-threshold", "0", "--show-unknown"]
         assert transcribe_main(argv) == 0
         out_text, err = capsys.readouterr()
         records.append([json.loads(line) for line in out_text.splitlines()])

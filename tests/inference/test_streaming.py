@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.inference.detect import RecognizeCommands, detect_events
+from speechrnn.inference.detect import (RecognizeCommands, calibrate, calibration_path, detect_events, pick_threshold,
+                              read_calibration, sweep, window_posteriors)
+from speechrnn.data.layout import load_noise_dir
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.inference.backends import TorchBackend
-from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter
-from speechrnn.streamtest import build_recording, main as streamtest_main, score
+from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter, window_geometry
+from speechrnn.streamtest import (NOISE_RMS, build_recording, field_score, main as streamtest_main, score,
+                                  window_probs)
 
-from helpers import tone
+from helpers import tone, write_wav
 
 RATE = 16000
 TONES = {"yes": 300.0, "no": 700.0, "up": 1500.0, "bed": 2500.0}  # as conftest's tone_folder
@@ -141,16 +144,49 @@ def feed(rc: RecognizeCommands, label: str, t0: int, t1: int, step: int = 50) ->
     return [(f[0], t) for t in range(t0, t1, step) if (f := rc.process(t, onehot(label)))]
 
 
-def test_recognizer_suppresses_a_new_label_for_suppression_ms_unless_after_silence():
-    rc = RecognizeCommands(LABELS, average_window_ms=100, threshold=0.5, suppression_ms=1000, minimum_count=1)
-    assert feed(rc, "yes", 0, 450) == [("yes", 50)]  # at 0 ms the window spans under a quarter of 100 ms
-    assert feed(rc, "no", 450, 1500) == [("no", 1100)]  # not within 1000 ms of "yes"
-    rc = RecognizeCommands(LABELS, average_window_ms=100, threshold=0.5, suppression_ms=1000, minimum_count=1)
-    assert feed(rc, "yes", 0, 150) == [("yes", 50)]
-    assert feed(rc, "_silence_", 150, 1200) == [("_silence_", 1100)]
-    assert feed(rc, "up", 1200, 1400) == [("up", 1250)]  # after silence nothing is suppressed
-    with pytest.raises(ValueError, match="time order"):
-        rc.process(50, onehot("up"))
+def mix(scores: dict[str, float]) -> torch.Tensor:
+    """A posterior with the given scores, the rest spread evenly over the other labels."""
+    rest = (1 - sum(scores.values())) / (len(LABELS) - len(scores))
+    return torch.tensor([scores.get(label, rest) for label in LABELS])
+
+
+def recognise(rc: RecognizeCommands, posteriors: list[torch.Tensor], step_ms: int = 80) -> list[tuple[str, int]]:
+    """Posteriors one window every ``step_ms`` (as the spotter gives them); the detections, with their times."""
+    return [(f[0], t) for t, p in zip(range(0, step_ms * len(posteriors), step_ms), posteriors)
+            if (f := rc.process(t, p))]
+
+
+def test_one_word_whose_top_label_flips_between_two_keywords_gives_one_detection():
+    """2.4 s of windows overlap one word; their top label goes yes, no, yes. Then a lull, then the next word."""
+    silence, yes, no = mix({"_silence_": 0.9}), mix({"yes": 0.7, "no": 0.2}), mix({"no": 0.7, "yes": 0.2})
+    word = [yes] * 10 + [no] * 10 + [yes] * 10  # 30 windows, 80 ms apart
+    found = recognise(RecognizeCommands(LABELS), [silence] * 10 + word + [silence] * 10 + [no] * 10 + [silence] * 5)
+    assert [label for label, _ in found] == ["yes", "no"]
+    assert 800 <= found[0][1] < 800 + 2400 <= found[1][1]  # the first during the word, the second after it
+
+
+def test_unknown_and_silence_are_not_keywords_and_shown_only_when_asked():
+    silence, unknown, yes = mix({"_silence_": 0.9}), mix({"_unknown_": 0.9}), mix({"yes": 0.9})
+    stream = [silence] * 10 + [unknown] * 8 + [yes] * 8 + [silence] * 20 + [unknown] * 10
+    found = recognise(RecognizeCommands(LABELS), stream)
+    assert [label for label, _ in found] == ["yes"]
+    shown = recognise(RecognizeCommands(LABELS, report_unknown=True), stream)
+    assert [label for label, _ in shown] == ["_unknown_", "yes", "_unknown_"]
+    assert [d for d in shown if d[0] == "yes"] == found  # an unknown onset does not hide the keyword
+
+
+def test_windows_mostly_padding_give_no_detection_and_the_rest_of_the_tail_is_covered():
+    """A stand-in model that, as trained ones did, calls sound followed by digital silence a word."""
+    def predict(clips):  # (B, clip) -> (B, C): "yes" where the window's second half is padding
+        padded = (clips[:, RATE // 2:] == 0).all(-1)
+        return torch.stack([onehot("yes") if p else onehot("_silence_") for p in padded])
+
+    clip_samples, _, stride, context = window_geometry(spotter_model(stack=8).frontend)
+    spotter = WindowedSpotter(predict, len(LABELS), RATE, clip_samples, stride, context)
+    wave = 0.01 * torch.randn(round(3.3 * RATE))  # a recording that ends in noise
+    assert list(detect_events(spotter, wave.split(1600), RecognizeCommands(LABELS))) == []
+    starts = torch.cat([s for s, _, _ in window_posteriors(spotter, wave.split(1600))])
+    assert len(wave) - 0.75 * RATE - stride < starts[-1] <= len(wave) - 0.75 * RATE
 
 
 def test_recognizer_validates_its_settings():
@@ -168,6 +204,53 @@ def test_score_matches_detections_within_the_tolerance():
     assert s["matched_pct"] == pytest.approx(100 * 2 / 3, abs=0.01)
     assert s["false_alarms_pct"] == pytest.approx(100 * 2 / 3, abs=0.01)
     assert score(truth, [("yes", 1.8)], tolerance_s=0.75)["false_alarms"] == 1  # 0.8 s away
+
+
+def test_field_score_counts_correct_wrong_missed_and_false_accepts_per_hour():
+    truth = [("yes", 1.0), ("no", 4.0), ("_unknown_", 6.0), ("up", 8.0), ("yes", 12.0)]
+    found = [("yes", 1.2),  # correct
+             ("yes", 1.5),  # a second detection of a word already taken: false accept
+             ("up", 4.1),  # wrong
+             ("no", 6.1),  # on a word that is no keyword: false accept
+             ("no", 10.0)]  # on noise: false accept
+    s = field_score(truth, found, seconds=360, tolerance_s=0.75)
+    assert (s["keywords"], s["correct"], s["wrong"], s["missed"], s["false_accepts"]) == (4, 1, 1, 2, 3)
+    assert s["fa_per_hour"] == pytest.approx(3 * 3600 / 360)
+    assert s["miss_rate"] == pytest.approx(1 - 1 / 4)  # a keyword heard as another is missed too
+
+
+def noise_folder(tmp_path, seconds: float = 20.0):
+    """A folder of two noise recordings, neither of them digital silence."""
+    g = np.random.default_rng(5)
+    write_wav(tmp_path / "noise" / "white.wav", (0.2 * g.standard_normal(int(seconds * RATE))).astype(np.float32))
+    hum = 0.05 * np.sin(2 * np.pi * 120 * np.arange(int(seconds * RATE)) / RATE)
+    write_wav(tmp_path / "noise" / "hum.wav", hum.astype(np.float32))
+    return tmp_path / "noise"
+
+
+def test_the_same_seed_gives_the_same_recording_over_real_noise(tone_folder, tmp_path):
+    noises = load_noise_dir(noise_folder(tmp_path))
+
+    def recording(seed):
+        return build_recording(tone_folder, LABELS, 30, np.random.default_rng(seed), noises=noises, snr_db=(5, 15))
+
+    (a, truth_a), (b, truth_b), (c, truth_c) = recording(0), recording(0), recording(1)
+    assert truth_a == truth_b and np.array_equal(a, b)
+    assert truth_a != truth_c and not np.array_equal(a, c)
+
+
+def test_words_are_mixed_at_the_signal_to_noise_ratio_asked(tone_folder, tmp_path):
+    """SNR = speech RMS (over the word's active frames) over noise RMS, the noise held at -40 dBFS."""
+    wave, truth = build_recording(tone_folder, LABELS, 30, np.random.default_rng(0),
+                                  noises=load_noise_dir(noise_folder(tmp_path)), snr_db=(10, 10))
+    speech = np.zeros(len(wave), bool)
+    for _, t in truth:
+        speech[round(t * RATE): round(t * RATE) + RATE] = True
+    noise_power = np.mean(wave[~speech].astype(np.float64) ** 2)
+    assert 10 * np.log10(noise_power / NOISE_RMS ** 2) == pytest.approx(0, abs=1.5)
+    for _, t in truth:  # the tones fill their clip: the word's middle is active speech plus noise
+        middle = wave[round(t * RATE) + 2000: round(t * RATE) + RATE - 2000].astype(np.float64)
+        assert 10 * np.log10(np.mean(middle ** 2) / noise_power - 1) == pytest.approx(10, abs=1.5)
 
 
 def dominant_hz(x: np.ndarray) -> float:
@@ -248,19 +331,82 @@ def test_detector_finds_keywords_when_they_occur(tone_model):
 
 def test_streamtest_writes_recording_labels_and_report(tone_model, tone_folder, tmp_path, capsys):
     ckpt, _ = tone_model
-    args = ["--model", str(ckpt), "--data", str(tone_folder), "--minutes", "1", "--word-gap-ms", "1500",
-            "--detection-threshold", "0.6"]
+    args = ["--model", str(ckpt), "--data", str(tone_folder), "--minutes", "1", "--detection-threshold", "0.6"]
     assert streamtest_main([*args, "--out", str(tmp_path / "a")]) == 0
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     rows = list(csv.DictReader(open(tmp_path / "a" / "labels.csv")))
-    assert report["words"] == len(rows) == 24
-    assert report["correct"] + report["wrong"] == report["matched"]
-    assert report["correct_pct"] == pytest.approx(100 * report["correct"] / report["words"], abs=0.01)
-    assert report["correct_pct"] >= 75 and report["false_alarms_pct"] <= 50  # tones are easy; the model is tiny
+    streaming = report["models"][0]["streaming"]
+    assert report["words"] == streaming["words"] == len(rows) == 20
+    assert streaming["correct"] + streaming["wrong"] == streaming["matched"]
+    assert streaming["correct_pct"] == pytest.approx(100 * streaming["correct"] / streaming["words"], abs=0.01)
+    at = {q["threshold"]: q for q in report["models"][0]["points"]}[0.6]
+    assert at["correct_pct"] >= 75 and at["fa_per_hour"] <= 120  # tones are easy; the model is tiny
     assert "% matched" in capsys.readouterr().out
     # the written pair evaluates to the same figures
     assert streamtest_main([*args, "--out", str(tmp_path / "b"), "--wav", str(tmp_path / "a" / "stream.wav"),
                             "--labels", str(tmp_path / "a" / "labels.csv")]) == 0
-    again = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert {k: again[k] for k in ("matched", "correct", "wrong", "false_alarms")} == \
-           {k: report[k] for k in ("matched", "correct", "wrong", "false_alarms")}
+    again = json.loads((tmp_path / "b" / "report.json").read_text())["models"][0]
+    assert again["streaming"] == streaming and again["points"] == report["models"][0]["points"]
+
+
+def test_the_sweep_replays_the_live_detector_at_each_threshold(tone_model, tone_folder):
+    """Posteriors computed once, decisions replayed per threshold: what the streaming detector finds at each."""
+    ckpt, model = tone_model
+    wave, _ = build_recording(tone_folder, LABELS, 30, np.random.default_rng(0), word_gap_ms=1000)
+    backend = TorchBackend(model)
+    times, probs = window_probs(backend, wave)
+    found = sweep(times, probs, LABELS, [0.4, 0.7, 0.9], dict(threshold=0.5, suppression_ms=1000))
+    for threshold, detections in found.items():
+        live = detect_events(backend.spotter(), torch.from_numpy(wave).split(1600),
+                             RecognizeCommands(LABELS, threshold=threshold))
+        assert [(label, round(ms / 1000, 3)) for label, ms in detections] == [(e["label"], e["start"]) for e in live]
+    assert len(found[0.4]) >= 5  # the recording's keywords are found
+
+
+def test_streamtest_sweeps_each_model_once_and_draws_their_curves(tone_model, tone_folder, tmp_path, monkeypatch):
+    ckpt, _ = tone_model
+    models = [shutil.copy(ckpt, tmp_path / name) for name in ("a.ckpt", "b.ckpt")]
+    runs = []
+    spotter = TorchBackend.spotter
+    monkeypatch.setattr(TorchBackend, "spotter", lambda self: runs.append(1) or spotter(self))
+    args = ["--data", str(tone_folder), "--noise", str(noise_folder(tmp_path)), "--snr-db", "10", "--minutes", "0.5",
+            "--thresholds", "0.5", "0.7", "0.9", "--out", str(tmp_path / "out")]
+    assert streamtest_main([*args, "--model", str(models[0]), "--model", str(models[1])]) == 0
+    assert len(runs) == 2  # the model runs once per model, not once per threshold
+    curves = json.loads((tmp_path / "out" / "curve.json").read_text())["curves"]
+    assert list(curves) == [str(m) for m in models]
+    assert [[q["threshold"] for q in points] for points in curves.values()] == [[0.5, 0.7, 0.9]] * 2
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_picks_the_lowest_threshold_from_which_every_higher_one_keeps_the_budget():
+    detections = {0.3: [], 0.4: [("yes", 0)] * 5, 0.5: [("yes", 0)] * 2, 0.6: [("no", 0)], 0.7: []}  # in one hour
+    points = calibrate(detections, seconds=3600)
+    assert [q["fa_per_hour"] for q in points] == [0, 5, 2, 1, 0]
+    assert pick_threshold(points, 1)["threshold"] == 0.6  # not 0.3, whose detector stayed disarmed in noise
+    assert pick_threshold(points, 2)["threshold"] == 0.5
+    assert pick_threshold(points, 0)["threshold"] == 0.7
+    assert pick_threshold(calibrate({0.9: [("yes", 0)]}, 3600), 0.5) is None
+
+
+def test_calibrate_on_noise_writes_the_side_file_transcribe_reads(tone_model, tmp_path, capsys):
+    ckpt, _ = tone_model
+    model = shutil.copy(ckpt, tmp_path / "model.ckpt")
+    assert streamtest_main(["--model", str(model), "--calibrate", "--noise", str(noise_folder(tmp_path)),
+                            "--minutes", "0.5", "--max-fa-per-hour", "10"]) == 0
+    record = json.loads(calibration_path(model).read_text())
+    assert record["threshold"] == pick_threshold(record["points"], 10)["threshold"]
+    assert all(q["fa_per_hour"] == pytest.approx(q["false_accepts"] * 120) for q in record["points"])
+    assert read_calibration(model)[0] == record["threshold"]
+    assert str(calibration_path(model)) in capsys.readouterr().out
+
+
+def test_a_noise_folder_without_recordings_is_one_line(tone_model, tone_folder, tmp_path, capsys):
+    ckpt, _ = tone_model
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit:
+        streamtest_main(["--model", str(ckpt), "--data", str(tone_folder), "--noise", str(tmp_path / "empty"),
+                         "--minutes", "0.5", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'empty'}: --noise has no readable .wav recordings")

@@ -310,3 +310,29 @@ def write_predictions(path: str | Path, paths: list[str], y_true: Any, probs: An
                       *([clip or SILENCE_CUT, labels[true], labels[int(p.argmax())], f"{p.max():.4f}"]
                         for clip, true, p in zip(paths, y_true, probs))])
     return Path(path)
+
+
+def write_detection_curves(curves: dict[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Draw miss rate against false accepts per hour, one line per model, to a PNG (atomically).
+
+    Args:
+        curves (dict[str, list[dict]]): model name -> its points, each with ``fa_per_hour`` and
+            ``miss_rate`` (0-1) at its ``threshold``, as ``speechrnn.streamtest`` sweeps them.
+        path (str | Path): the PNG file.
+        title (str): what was measured (recording, noise, signal-to-noise ratio).
+    """
+    fig = Figure(figsize=(6.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        points = sorted(points, key=lambda q: -q["threshold"])  # the sweep's order: from few false accepts to many
+        ax.plot([q["fa_per_hour"] for q in points], [100 * q["miss_rate"] for q in points], marker="o",
+                markersize=3, label=name)
+    ax.set_xscale("symlog", linthresh=0.1)  # zero false accepts is a point to show, which a log axis cannot
+    ax.set(xlabel="false accepts per hour", ylabel="keywords missed or mislabelled (%)", ylim=(0, 100))
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return Path(path)
