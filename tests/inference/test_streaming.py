@@ -14,8 +14,8 @@ from speechrnn.data.layout import load_noise_dir
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.inference.backends import TorchBackend
 from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter, window_geometry
-from speechrnn.streamtest import (NOISE_RMS, build_recording, field_score, main as streamtest_main, score,
-                                  window_probs)
+from speechrnn.evaluation.stream_score import NOISE_RMS, build_recording, field_score, score, window_probs
+from speechrnn.streamtest import main as streamtest_main
 
 from helpers import tone, write_wav
 
