@@ -1,31 +1,40 @@
-"""Entry point: streaming accuracy on a long recording, like TensorFlow's
-``generate_streaming_test_wav`` + ``test_streaming_accuracy``.
+"""Entry point: keyword spotting on long recordings, measured as the field measures it.
 
-    python -m speechrnn.streamtest --model CKPT --data data/synthetic --split testing --minutes 5 --seed 0
+    python -m speechrnn.streamtest --model CKPT [--model CKPT2 ...] --data DIR --split testing \
+        --noise NOISE_DIR --snr-db 10 --minutes 30 --seed 0
+    python -m speechrnn.streamtest --model CKPT --calibrate --noise NOISE_DIR --max-fa-per-hour 1
 
-1. ``build_recording`` lays clips of held-out speakers (the ``--split`` of the dataset,
-   as ``speechrnn.data.layout`` splits it) over background noise: one word every
-   1 s + ``word_gap_ms`` on average, at a random time, a keyword or (``unknown_percentage``
-   of the time) another word labelled ``_unknown_``; the noise is 1.5 s segments of
-   ``_background_noise_`` at a random volume up to ``background_volume``, cross-faded.
-   It writes ``stream.wav`` (16-bit) and ``labels.csv`` (``label,time``: the clip's
-   start in seconds). ``--wav`` / ``--labels`` evaluate an existing pair instead.
-2. The recording is fed in 100 ms chunks to the streaming detector (``speechrnn.inference.detect``);
-   each new command except ``_silence_`` is a detection at the start of its window.
-3. ``score`` matches detections to the label track within ``tolerance_ms``.
+1. ``build_recording`` lays clips of held-out speakers (the ``--split`` of any Speech
+   Commands-layout folder, as ``speechrnn.data.layout`` splits it) over background noise, as
+   TensorFlow's ``generate_streaming_test_wav`` does: one word every 1 s + ``word_gap_ms``
+   on average, at a random time, a keyword or (``unknown_percentage`` of the time) another
+   word labelled ``_unknown_``, with noise alone between them. The noise is 1.5 s segments
+   of the recordings in ``--noise`` (default: the dataset's ``_background_noise_``),
+   cross-faded, each at a random volume up to ``background_volume``; or, with ``--snr-db``,
+   held at -40 dBFS RMS with each word scaled to a signal-to-noise ratio drawn for it (see
+   ``active_rms``). It writes ``stream.wav`` (16-bit) and ``labels.csv`` (``label,time``: the
+   clip's start in seconds). ``--wav`` / ``--labels`` evaluate an existing pair instead.
+2. Each model runs once over the recording, fed to its streaming detector in chunks
+   (``speechrnn.detect.window_posteriors``): the posterior of every 1 s window, 80 ms apart.
+3. The detector's decisions (``speechrnn.detect.sweep``) are replayed over those stored
+   posteriors at every threshold of ``--thresholds``, and scored by ``field_score``:
+   keywords correct, wrong and missed, and false accepts per hour of audio. The curve
+   (miss rate against false accepts per hour, one line per model) is ``curve.png``, its
+   points ``curve.json``; ``report.json`` has them and the rest.
+4. At ``--detection-threshold`` the TensorFlow-style line is kept (``score``).
 
-Rates are percentages of the ground-truth words, as in the reference: matched (some
-detection near the word), correct (with its label), wrong (another label) and false
-alarms (a detection near no unmatched word; may exceed 100 %). One difference from the
-reference: a second detection of an already matched word is a false alarm (the reference
-counts it as wrong), so correct + wrong = matched.
+``--calibrate`` measures false accepts on noise alone instead (the same noise, ``--minutes``
+of it), and writes the lowest threshold that keeps within ``--max-fa-per-hour`` to the side
+file ``<model>.threshold.json``, which ``speechrnn.transcribe`` then uses. With T hours of
+noise one false accept is 1/T per hour, so a budget of 1 per hour needs an hour of noise to
+be told apart from zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import sys
 import time
 from pathlib import Path
@@ -35,137 +44,194 @@ import soundfile as sf
 import torch
 
 from speechrnn.core.cli import version_line
-from speechrnn.core.audio import as_float, load_audio, load_pcm16
-from speechrnn.data.layout import DatasetError, load_noise, scan, split_clips
-from speechrnn.inference.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args
+from speechrnn.core.atomic import atomic_save, atomic_write_json, atomic_write_text
+from speechrnn.core.audio import as_float, load_pcm16, to_pcm16
+from speechrnn.model.checkpoint import CheckpointError
+from speechrnn.data.layout import DatasetError, load_noise, load_noise_dir
+from speechrnn.inference.detect import (add_smoothing_args, calibrate, calibration_path, smoothing_from_args, sweep,
+                              write_calibration)
 from speechrnn.core.errors import friendly
-from speechrnn.data.labels import SILENCE, UNKNOWN
+from speechrnn.evaluation.report import write_detection_curves
 from speechrnn.inference.backends import load_backend
+from speechrnn.evaluation.stream_score import (build_recording, field_score, noise_bed, operating_point, read_labels, score,
+                                               window_probs)
 
-
-def _mix(track: np.ndarray, offset: int, clip: np.ndarray, volume: float, ramp: int) -> None:
-    """Add ``clip`` into ``track`` at ``offset`` (in place), faded in and out over ``ramp`` samples."""
-    clip = clip[: max(0, len(track) - offset)]
-    n = np.arange(len(clip))
-    envelope = np.minimum(1.0, np.minimum(n / ramp, (len(clip) - n) / ramp))  # (n,)
-    track[offset: offset + len(clip)] += clip * envelope * volume
-
-
-def build_recording(root: str | Path, labels: list[str], seconds: float, rng: np.random.Generator,
-                    split: str = "testing", word_gap_ms: float = 2000.0, unknown_percentage: float = 20.0,
-                    background_volume: float = 0.1, rate: int = 16000) -> tuple[np.ndarray, list[tuple[str, float]]]:
-    """A long recording ``(N,)`` float32 of words over noise, and its ``[(label, start_s)]`` track."""
-    folders = split_clips(root, scan(root))[split]
-    keywords = [w for w in labels if w in folders and w not in (SILENCE, UNKNOWN)]
-    others = [w for w in folders if (w not in labels or w == UNKNOWN) and w != SILENCE] if UNKNOWN in labels else []
-    if not keywords:
-        raise DatasetError(f"{root}: its {split} split has no clips of the model's keywords {labels}")
-    track = np.zeros(int(seconds * rate), np.float32)
-    noises = [n.numpy() for n in load_noise(Path(root), rate) if len(n) > int(1.5 * rate)]
-    for offset in range(0, len(track), rate) if noises else ():  # 1.5 s segments every 1 s
-        noise = noises[rng.integers(len(noises))]
-        start = rng.integers(len(noise) - int(1.5 * rate))
-        _mix(track, offset, noise[start: start + int(1.5 * rate)], rng.uniform(0, background_volume), rate // 4)
-    truth, stride, gap = [], rate + int(word_gap_ms * rate / 1000), int(word_gap_ms * rate / 1000)
-    for i in range(len(track) // stride):
-        offset = i * stride + int(rng.integers(max(1, gap)))
-        unknown = bool(others) and rng.uniform(0, 100) < unknown_percentage
-        word = others[rng.integers(len(others))] if unknown else keywords[rng.integers(len(keywords))]
-        clip = load_audio(folders[word][rng.integers(len(folders[word]))], rate).numpy()[:rate]
-        _mix(track, offset, clip, 1.0, 500)
-        truth.append((UNKNOWN if unknown else word, round(offset / rate, 6)))
-    return np.clip(track, -1, 1), truth
-
-
-def score(truth: list[tuple[str, float]], found: list[tuple[str, float]], tolerance_s: float) -> dict:
-    """Counts and rates of detections ``found`` against ``truth``, both ``[(label, time_s)]``.
-
-    Each detection (in time order) takes the earliest unmatched word within ``tolerance_s``;
-    it is correct when the labels agree and wrong otherwise; with none it is a false alarm.
-    """
-    truth, matched = sorted(truth, key=lambda t: t[1]), set()
-    correct = wrong = false_alarms = 0
-    for label, t in sorted(found, key=lambda f: f[1]):
-        near = [i for i, (_, tt) in enumerate(truth) if abs(tt - t) <= tolerance_s and i not in matched]
-        if not near:
-            false_alarms += 1
-            continue
-        matched.add(near[0])
-        correct, wrong = correct + (truth[near[0]][0] == label), wrong + (truth[near[0]][0] != label)
-    n = max(1, len(truth))
-    counts = dict(words=len(truth), detections=len(found), matched=len(matched), correct=correct, wrong=wrong,
-                  false_alarms=false_alarms)
-    rates = {f"{k}_pct": round(100 * counts[k] / n, 2) for k in ("matched", "correct", "wrong", "false_alarms")}
-    return counts | rates
-
-
-def detect_recording(backend, wave: np.ndarray, smoothing: dict, chunk_ms: float = 100.0) -> list[dict]:
-    """Stream ``wave`` through the backend's spotter in chunks; the commands found."""
-    chunk = round(chunk_ms * backend.rate / 1000)
-    recognizer = RecognizeCommands(backend.labels, **smoothing)
-    return list(detect_events(backend.spotter(), torch.from_numpy(wave).split(chunk), recognizer))
-
-
-def read_labels(path: Path) -> list[tuple[str, float]]:
-    with open(path, newline="") as f:
-        return [(row["label"], float(row["time"])) for row in csv.DictReader(f)]
+THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+CALIBRATION_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.995, 0.01))
+BUDGETS = (1.0, 0.1)  # false accepts per hour the report gives the best operating point for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m speechrnn.streamtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=version_line())
-    p.add_argument("--model", required=True, help="a .ckpt from speechrnn.train or a model.onnx from speechrnn.export")
+    p.add_argument("--model", required=True, action="append",
+                   help="a .ckpt from speechrnn.train or a model.onnx from speechrnn.export; repeat to compare models")
     p.add_argument("--data", default="data/synthetic", help="Speech Commands-layout dataset (default %(default)s)")
     p.add_argument("--split", default="testing", choices=("training", "validation", "testing"))
-    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--noise", help="folder of background noise recordings (.wav) (default: the dataset's "
+                                   "_background_noise_)")
+    p.add_argument("--snr-db", type=float, nargs="+", metavar="DB",
+                   help="each word's signal-to-noise ratio, or a range LOW HIGH to draw it from, over noise at "
+                        "-40 dBFS (default: the words' own level, the noise at a random volume)")
+    p.add_argument("--minutes", type=float, default=30.0, help="(default 30)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="folder for stream.wav, labels.csv, report.json (default: next to the model)")
-    p.add_argument("--wav", help="evaluate this recording (with --labels) instead of building one")
+    p.add_argument("--out", help="folder for stream.wav, labels.csv, report.json, curve.png and curve.json "
+                                 "(default: next to the first model)")
+    p.add_argument("--wav", help="evaluate this recording (with --labels) instead of building one; "
+                                 "with --calibrate, a recording without keywords to calibrate on")
     p.add_argument("--labels", help="its label track, CSV with columns label,time (seconds)")
     p.add_argument("--word-gap-ms", type=float, default=2000.0)
     p.add_argument("--unknown-percentage", type=float, default=20.0)
     p.add_argument("--background-volume", type=float, default=0.1)
     p.add_argument("--tolerance-ms", type=float, default=750.0, help="match window around a word (default 750)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
+                   help="detection thresholds of the curve (default 0.3 to 0.99)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure false accepts on noise alone and write <model>.threshold.json")
+    p.add_argument("--max-fa-per-hour", type=float, help="with --calibrate: the budget of false accepts per hour")
     add_smoothing_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see speechrnn.transcribe)")
     args = p.parse_args(argv)
-    if bool(args.wav) != bool(args.labels):
+    if bool(args.wav) != bool(args.labels) and not args.calibrate:
         p.error("--wav and --labels go together")
+    if args.calibrate != (args.max_fa_per_hour is not None):
+        p.error("--calibrate and --max-fa-per-hour go together")
+    if args.snr_db is not None and (len(args.snr_db) > 2 or args.snr_db[0] > args.snr_db[-1]):
+        p.error("--snr-db takes one value, or a range LOW HIGH with LOW <= HIGH")
+    if not all(0 <= t <= 1 for t in args.thresholds) or args.minutes <= 0:
+        p.error("--thresholds are probabilities in [0, 1], and --minutes must be positive")
     return args
+
+
+def load_backends(models: list[str]) -> list:
+    """One backend per model; they must share labels and rate, since they hear the same recording."""
+    backends = [load_backend(m) for m in models]
+    for model, backend in zip(models[1:], backends[1:]):
+        if (backend.labels, backend.rate) != (backends[0].labels, backends[0].rate):
+            raise CheckpointError(f"{model}: its labels or rate differ from {models[0]}'s ({backend.labels} at "
+                                  f"{backend.rate} Hz, against {backends[0].labels} at {backends[0].rate} Hz); "
+                                  "compare models trained for the same task")
+    return backends
+
+
+def load_noises(args: argparse.Namespace, rate: int) -> list[torch.Tensor] | None:
+    """The recordings of ``--noise``; None without it (the dataset's own noise is used)."""
+    if args.noise is None:
+        return None
+    folder = Path(args.noise)
+    noises = load_noise_dir(folder, rate) if folder.is_dir() else []
+    if not noises:
+        raise DatasetError(f"{folder}: --noise has no readable .wav recordings; pass a folder of background noise "
+                           "such as Speech Commands' _background_noise_")
+    return noises
+
+
+def write_recording(out: Path, wave: np.ndarray, truth: list[tuple[str, float]], rate: int) -> str:
+    """``stream.wav`` (16-bit) and ``labels.csv`` in ``out``, atomically; the wav's path."""
+    atomic_save(out / "stream.wav", lambda tmp: sf.write(tmp, wave, rate, subtype="PCM_16"))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([("label", "time"), *truth])
+    atomic_write_text(out / "labels.csv", buf.getvalue())
+    return str(out / "stream.wav")
+
+
+def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
+    """Steps 1-4 of the module's docstring: the recording, each model once, the sweep, the files."""
+    rate, tolerance = backends[0].rate, args.tolerance_ms / 1000
+    if args.wav:
+        truth, source = read_labels(Path(args.labels)), args.wav
+    else:
+        rng = np.random.default_rng(args.seed)
+        snr = None if args.snr_db is None else (args.snr_db[0], args.snr_db[-1])
+        wave, truth = build_recording(args.data, backends[0].labels, args.minutes * 60, rng, args.split,
+                                      args.word_gap_ms, args.unknown_percentage, args.background_volume, rate,
+                                      load_noises(args, rate), snr)
+        source = write_recording(out, wave, truth, rate)  # read back as written: --wav on it gives the same figures
+    wave = as_float(load_pcm16(source, rate)).numpy()  # the int16 rounding training clips went through
+    seconds, smoothing = len(wave) / rate, smoothing_from_args(args)
+    thresholds = sorted(set(args.thresholds))
+    results = []
+    for model, backend in zip(args.model, backends):
+        start = time.perf_counter()
+        times, probs = window_probs(backend, wave)
+        found = {t: [(label, ms / 1000) for label, ms in d] for t, d in
+                 sweep(times, probs, backend.labels, [*thresholds, smoothing["threshold"]], smoothing).items()}
+        points = [dict(threshold=t, **field_score(truth, found[t], seconds, tolerance)) for t in thresholds]
+        streaming = score(truth, found[smoothing["threshold"]], tolerance)
+        results.append(dict(model=model, backend=backend.name, processing_seconds=round(time.perf_counter() - start, 2),
+                            streaming=streaming, detections=found[smoothing["threshold"]], points=points,
+                            operating_points={f"{b:g}": operating_point(points, b) for b in BUDGETS}))
+        print(render_result(results[-1], source, seconds, smoothing["threshold"], args.tolerance_ms))
+    about = dict(recording=source, seconds=round(seconds, 1), words=len(truth), seed=args.seed, split=args.split,
+                 data=args.data, noise=args.noise, snr_db=args.snr_db, tolerance_ms=args.tolerance_ms,
+                 smoothing=smoothing, fa_per_hour_resolution=round(3600 / seconds, 3))
+    atomic_write_json(out / "report.json", dict(about, models=results))
+    atomic_write_json(out / "curve.json", dict(about, curves={r["model"]: r["points"] for r in results}))
+    noise = Path(args.noise or Path(args.data) / "_background_noise_").name
+    snr = f", SNR {' to '.join(f'{v:g}' for v in args.snr_db)} dB" if args.snr_db else ""
+    write_detection_curves({r["model"]: r["points"] for r in results}, out / "curve.png",
+                           f"{seconds / 60:.1f} min, {len(truth)} words ({args.split} of {Path(args.data).name}),\n"
+                           f"noise {noise}{snr}, seed {args.seed}")
+    print(f"one false accept in {seconds / 60:.1f} min is {3600 / seconds:.2g} per hour; "
+          f"report: {out / 'report.json'}, curve: {out / 'curve.png'}")
+
+
+def render_result(r: dict, source: str, seconds: float, threshold: float, tolerance_ms: float) -> str:
+    """A model's TensorFlow-style line, its sweep as a table, and its best points within each budget."""
+    s = r["streaming"]
+    lines = [f"{r['model']}: {s['words']} words in {seconds / 60:.1f} min ({source}): {s['matched_pct']:.1f}% matched, "
+             f"{s['correct_pct']:.1f}% correct, {s['wrong_pct']:.1f}% wrong, {s['false_alarms_pct']:.1f}% false "
+             f"alarms (threshold {threshold:g}, tolerance {tolerance_ms:g} ms; streamed in "
+             f"{r['processing_seconds']:.1f} s)",
+             f"  {'threshold':>9}  {'correct':>8}  {'wrong':>6}  {'missed':>6}  {'FA/hour':>8}"]
+    for q in r["points"]:
+        lines.append(f"  {q['threshold']:>9g}  {q['correct_pct']:>7.1f}%  {q['wrong']:>6d}  {q['missed']:>6d}  "
+                     f"{q['fa_per_hour']:>8.2f}")
+    for budget, q in r["operating_points"].items():
+        lines.append(f"  at <= {budget} false accepts per hour: " + (
+            f"{q['correct_pct']:.1f}% correct (threshold {q['threshold']:g}, {q['fa_per_hour']:g} per hour)"
+            if q else "no threshold swept keeps within it"))
+    return "\n".join(lines)
+
+
+def calibrate_models(args: argparse.Namespace, backends: list) -> None:
+    """``--calibrate``: false accepts on noise alone at each threshold; the side file of each model."""
+    rate, smoothing = backends[0].rate, smoothing_from_args(args)
+    if args.wav:
+        wave, source = as_float(load_pcm16(args.wav, rate)).numpy(), args.wav
+    else:
+        noises = load_noises(args, rate)
+        noises = load_noise(Path(args.data), rate) if noises is None else noises
+        if not noises:
+            raise DatasetError(f"{Path(args.data) / '_background_noise_'}: no noise to calibrate on; pass --noise DIR "
+                               "(a folder of background noise recordings) or --wav (a recording without keywords)")
+        wave = np.zeros(int(args.minutes * 60 * rate), np.float32)
+        noise_bed(wave, [n.numpy() for n in noises], np.random.default_rng(args.seed), rate, args.background_volume,
+                  fixed_level=args.snr_db is not None)
+        wave = as_float(to_pcm16(torch.from_numpy(wave))).numpy()  # rounded as a recording of it would be
+        source = args.noise or str(Path(args.data) / "_background_noise_")
+    seconds = len(wave) / rate
+    for model, backend in zip(args.model, backends):
+        times, probs = window_probs(backend, wave)
+        points = calibrate(sweep(times, probs, backend.labels, CALIBRATION_THRESHOLDS, smoothing), seconds)
+        record = write_calibration(model, points, args.max_fa_per_hour, noise=source, minutes=round(seconds / 60, 2),
+                                   seed=args.seed, fixed_level=args.snr_db is not None, smoothing=smoothing)
+        print(f"{model}: threshold {record['threshold']:g} keeps false accepts within {args.max_fa_per_hour:g} per "
+              f"hour on {seconds / 60:.1f} min of noise ({source}: {record['fa_per_hour']:g} per hour; one false "
+              f"accept is {3600 / seconds:.2g} per hour); written to {calibration_path(model)}")
 
 
 @friendly
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    backend = load_backend(args.model)
-    out = Path(args.out or Path(args.model).parent / f"streamtest_{args.split}_seed{args.seed}")
+    backends = load_backends(args.model)
+    if args.calibrate:
+        calibrate_models(args, backends)
+        return 0
+    out = Path(args.out or Path(args.model[0]).parent / f"streamtest_{args.split}_seed{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    if args.wav:
-        truth, source = read_labels(Path(args.labels)), args.wav
-    else:
-        rng = np.random.default_rng(args.seed)
-        wave, truth = build_recording(args.data, backend.labels, args.minutes * 60, rng, args.split,
-                                      args.word_gap_ms, args.unknown_percentage, args.background_volume, backend.rate)
-        sf.write(out / "stream.wav", wave, backend.rate, subtype="PCM_16")
-        with open(out / "labels.csv", "w", newline="") as f:
-            csv.writer(f).writerows([("label", "time"), *truth])
-        source = str(out / "stream.wav")  # read back as written, 16-bit: --wav on it gives the same figures
-    wave = as_float(load_pcm16(source, backend.rate)).numpy()  # the int16 rounding training clips went through
-    smoothing = smoothing_from_args(args)
-    start = time.perf_counter()
-    events = detect_recording(backend, wave, smoothing)
-    seconds = time.perf_counter() - start
-    report = score(truth, [(e["label"], e["start"]) for e in events], args.tolerance_ms / 1000)
-    report |= dict(model=str(args.model), recording=source, seconds=round(len(wave) / backend.rate, 1),
-                   tolerance_ms=args.tolerance_ms, smoothing=smoothing, backend=backend.name,
-                   processing_seconds=round(seconds, 2), detections_list=events)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{report['words']} words in {report['seconds'] / 60:.1f} min ({source}): "
-          f"{report['matched_pct']:.1f}% matched, {report['correct_pct']:.1f}% correct, "
-          f"{report['wrong_pct']:.1f}% wrong, {report['false_alarms_pct']:.1f}% false alarms "
-          f"(tolerance {args.tolerance_ms:g} ms; streamed in {seconds:.1f} s)")
-    print(f"report: {out / 'report.json'}")
+    benchmark(args, backends, out)
     return 0
 
 

@@ -9,9 +9,13 @@ exactly as in training. Clips are read by a few threads and classified in batche
 
 A clip of at most 1 s (the training length) is classified whole, zero-padded to 1 s.
 A longer recording is never cropped: it is scanned for keywords (``speechrnn.inference.detect``)
-and reported with their start and end times. ``-`` reads raw 16-bit mono PCM at the
-model's rate, or a 16-bit wav, from standard input and prints each keyword as it is
-heard; ``--stream`` does the same for files, fed to the detector chunk by chunk.
+and reported with their start and end times: one detection per spoken keyword;
+``_unknown_`` only with ``--show-unknown``, marked as not a keyword. The detection
+threshold is ``--detection-threshold``, else the one calibrated for the model on noise
+(``<model>.threshold.json``, written by ``speechrnn.streamtest --calibrate``; its budget,
+or ``--max-fa-per-hour``'s), else 0.5. ``-`` reads raw 16-bit mono PCM at the
+model's rate, or a 16-bit wav, from standard input and prints each keyword as it is heard; ``--stream``
+does the same for files, fed to the detector chunk by chunk.
 
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
@@ -23,121 +27,24 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import io
-import itertools
 import json
 import signal
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 import torch
 
+from speechrnn.core.audio import AudioError
 from speechrnn.core.cli import version_line
-from speechrnn.core.audio import AudioError, as_float, find_audio, fix_length, is_wav, load_pcm16, wav_stream_pcm16
-from speechrnn.inference.detect import RecognizeCommands, add_smoothing_args, detect_events, smoothing_from_args, summarize
 from speechrnn.core.errors import friendly
-from speechrnn.data.labels import UNKNOWN
 from speechrnn.inference.backends import load_backend
+from speechrnn.inference.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, read_calibration,
+                                        smoothing_from_args)
+from speechrnn.inference.transcription import STDIN, expand_inputs, stream_chunks, transcribe
 
-STDIN = "-"
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C
-
-
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files named by paths, folders and globs, in order, without repeats; plus one error line per bad input."""
-    files, errors, seen = [], [], set()
-    for item in inputs:
-        matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))] if glob.has_magic(item) else [Path(item)]
-        if not matches:
-            errors.append(f"{item}: no file matches this pattern")
-        for path in matches:
-            if not path.exists():
-                errors.append(f"{path}: no such file or folder")
-                continue
-            found = find_audio(path)
-            if path.is_dir() and not found:
-                errors.append(f"{path}: folder has no audio files")
-            for f in found:
-                if f not in seen:
-                    seen.add(f)
-                    files.append(f)
-    return files, errors
-
-
-def _read(path: Path, rate: int) -> torch.Tensor | AudioError:
-    try:
-        return as_float(load_pcm16(path, rate))  # the int16 rounding training clips went through
-    except AudioError as err:
-        return err
-
-
-def transcribe(backend, files: list[Path], top_k: int = 3, threshold: float = 0.0, batch_size: int = 256,
-               smoothing: dict | None = None, workers: int = 4) -> tuple[list[dict], list[str]]:
-    """A record per readable file (input order) and an error line per unreadable one.
-
-    Clips of at most ``backend.clip_samples`` are classified in batches; a best score
-    under ``threshold`` answers ``_unknown_``. Longer recordings go to ``detect_events``
-    with the ``RecognizeCommands`` arguments in ``smoothing``.
-    """
-    results: dict[Path, dict] = {}
-    errors: list[str] = []
-    with ThreadPoolExecutor(workers) as pool:
-        for i in range(0, len(files), batch_size):
-            group = files[i: i + batch_size]
-            clips, paths = [], []
-            for path, wave in zip(group, pool.map(lambda p: _read(p, backend.rate), group)):
-                if isinstance(wave, AudioError):
-                    errors.append(str(wave))
-                elif len(wave) <= backend.clip_samples:
-                    clips.append(fix_length(wave, backend.clip_samples))
-                    paths.append(path)
-                else:
-                    events = list(detect_events(backend.spotter(), wave.split(backend.rate),
-                                                RecognizeCommands(backend.labels, **(smoothing or {}))))
-                    results[path] = dict(summarize(events, top_k), duration=round(len(wave) / backend.rate, 3))
-            if clips:
-                for path, probs in zip(paths, backend.predict(torch.stack(clips))):  # (C,)
-                    results[path] = classify(probs, backend.labels, top_k, threshold)
-    return [dict(path=str(p), **results[p]) for p in files if p in results], errors
-
-
-def classify(probs: torch.Tensor, labels: list[str], top_k: int, threshold: float) -> dict:
-    """The record of one clip from its probabilities ``(C,)``."""
-    scores, idx = probs.topk(min(top_k, len(labels)))
-    topk = [{"label": labels[j], "score": round(s, 4)} for s, j in zip(scores.tolist(), idx.tolist())]
-    best = scores[0].item()
-    return {"label": topk[0]["label"] if best >= threshold else UNKNOWN, "score": round(best, 4), "topk": topk}
-
-
-def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
-    """Chunks ``(<= chunk,)`` of int16 PCM on stdin as it arrives, or of a decoded file.
-
-    A file is decoded whole by ``load_pcm16`` (resampling needs the whole signal, and so
-    the checks are those of every other input); only the detector sees it in chunks.
-    Stdin is raw 16-bit PCM at ``rate``, or a 16-bit wav (``cat clip.wav |``), whose header
-    is not audio and whose rate and channels are converted as a file's (``wav_stream_pcm16``).
-    """
-    if source != STDIN:
-        yield from load_pcm16(source, rate).split(chunk)
-        return
-    stdin = sys.stdin.buffer
-    head = stdin.read(12)  # enough to tell a wav header from raw PCM
-    if is_wav(head):
-        yield from wav_stream_pcm16(stdin, rate, chunk, STDIN)
-        return
-    pending = b""
-    for data in itertools.chain([head], iter(lambda: stdin.read(2 * chunk), b"")):
-        data, pending = pending + data, b""
-        if len(data) % 2:  # a sample split between two reads
-            data, pending = data[:-1], data[-1:]
-        if data:
-            yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
 
 
 def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str], bool]:
@@ -160,19 +67,25 @@ def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: di
     return count, errors, False
 
 
+def shown(label: str) -> str:
+    """A detection's label as the table prints it: ``_unknown_ (not a keyword)`` (``--show-unknown``)."""
+    return label if is_keyword(label) else f"{label} (not a keyword)"
+
+
 def render_event(path: str, e: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(dict(path=path, **e))
     if fmt == "csv":
         return f"{path},{e['label']},{e['score']},{e['start']},{e['end']}"
-    return f"{path:<30} {e['label']:<10} {e['score']:6.3f}  {e['start']:.2f}-{e['end']:.2f}s"
+    return f"{path:<30} {e['label']:<10} {e['score']:6.3f}  {e['start']:.2f}-{e['end']:.2f}s" + \
+        " (not a keyword)" * (not is_keyword(e["label"]))
 
 
 def render(results: list[dict], fmt: str) -> str:
     """All records as a table, JSON lines or CSV."""
     if fmt == "json":
         return "\n".join(json.dumps(r) for r in results)
-    events = [" ".join(f"{d['label']}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
+    events = [" ".join(f"{shown(d['label'])}@{d['start']:.2f}-{d['end']:.2f}s" for d in r.get("detections", []))
               for r in results]
     if fmt == "csv":
         buf = io.StringIO()
@@ -208,7 +121,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream", action="store_true", help="print keywords as they are found, reading in chunks")
     p.add_argument("--chunk-ms", type=float, default=100.0, help="chunk read per step when streaming (default 100)")
     add_smoothing_args(p)
+    p.add_argument("--max-fa-per-hour", type=float,
+                   help="the threshold calibrated for this budget of false accepts per hour on noise "
+                        "(from <model>.threshold.json; see python -m speechrnn.streamtest --calibrate)")
+    p.add_argument("--show-unknown", action="store_true",
+                   help="also show _unknown_ detections in long recordings, marked as not keywords")
     args = p.parse_args(argv)
+    if args.max_fa_per_hour is not None and args.detection_threshold is not None:
+        p.error("give --detection-threshold or --max-fa-per-hour, not both")
     if min(args.top_k, args.batch_size, args.workers, args.threads) < 1 or args.chunk_ms <= 0:
         p.error("--top-k, --batch-size, --workers, --threads and --chunk-ms must be positive")
     return args
@@ -220,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.batch_size)
-    smoothing = smoothing_from_args(args)
+    smoothing = smoothing_from_args(args) | dict(report_unknown=args.show_unknown)
+    if args.detection_threshold is None:
+        threshold, note = read_calibration(args.model, args.max_fa_per_hour)
+        smoothing["threshold"] = smoothing["threshold"] if threshold is None else threshold
+        if note:
+            print(note, file=sys.stderr)
     try:
         RecognizeCommands(backend.labels, **smoothing)  # bad settings fail before any audio is read
     except ValueError as err:

@@ -292,8 +292,13 @@ def label_items(folders: dict[str, list[Path]], labels: list[str], *, sample: bo
 
 def load_noise(root: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
     """The ``_background_noise_`` clips of a dataset (unreadable ones reported and skipped)."""
+    return load_noise_dir(root / BACKGROUND_NOISE_DIR, sample_rate)
+
+
+def load_noise_dir(folder: Path, sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
+    """The ``.wav`` recordings in a folder of noise (unreadable ones reported and skipped)."""
     noise = []
-    for path in sorted((root / BACKGROUND_NOISE_DIR).glob("*.wav")):
+    for path in sorted(folder.glob("*.wav")):
         try:
             noise.append(load_audio(path, sample_rate))
         except AudioError as err:
