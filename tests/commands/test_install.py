@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,10 +15,12 @@ pytestmark = pytest.mark.slow  # builds a wheel and trains a tiny model from a f
 
 
 def test_a_wheel_installed_elsewhere_trains_from_an_empty_folder(tmp_path):
-    wheels, site, empty = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
+    source, wheels, site, empty = tmp_path / "source", tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
     empty.mkdir()
+    # built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "build", "*.egg-info"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300)
     [wheel] = wheels.glob("speechrnn-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True,
