@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,9 @@ def test_a_wheel_installed_elsewhere_trains_from_an_empty_folder(tmp_path):
     source, wheels, site, empty = tmp_path / "source", tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
     empty.mkdir()
     # built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "build", "*.egg-info"))
+    top_level = {".git", ".venv", "data", "runs", "build", "multirun", "outputs"}
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: (top_level & set(names)) if Path(folder) == ROOT else
+                    [n for n in names if n.endswith(".egg-info") or n == "__pycache__"])
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, timeout=300)
