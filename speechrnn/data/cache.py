@@ -71,7 +71,7 @@ def decode_split(items: list[Item], labels: list[str], cache_dir: str | Path, *,
     if not (npy.is_file() and index.is_file()):
         sweep_leftovers(cache_dir)  # half-written arrays of a decoder killed earlier: they can be large
         waves, meta = [], {"labels": [], "paths": [], "skipped": []}
-        for item in tqdm(items, desc=f"decoding {name}", unit="clip", leave=False):
+        for item in tqdm(items, desc=f"decoding {name}", unit="clip", leave=False, disable=None):  # on a terminal only
             try:
                 wave = fix_length(_decode(item, noise, sample_rate, clip_samples), clip_samples, align)
             except AudioError as err:

@@ -303,7 +303,7 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         seed (int, optional): seed of the voices, offsets, gains and noise. (Default: ``0``)
         noise_seconds (float, optional): length of each ``_background_noise_`` file. (Default: ``60``)
         accents, variants (Sequence[str], optional): voices to draw from. (Default: ``ACCENTS``, ``VARIANTS``)
-        progress (bool, optional): show a tqdm bar. (Default: ``True``)
+        progress (bool, optional): show a tqdm bar on a terminal (logs and pipes stay quiet). (Default: ``True``)
 
     Returns:
         Path: ``root``.
@@ -336,7 +336,7 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
         try:
             for split, voice, word, n in tqdm(jobs, desc=f"synthesising {root.name}", unit="clip",
-                                              disable=not progress):
+                                              disable=None if progress else True):  # None: on a terminal only
                 rng = np.random.default_rng([seed, int(voice.speaker_id, 16), zlib.crc32(word.encode()), n])
                 name = f"{word}/{voice.speaker_id}_nohash_{n}.wav"
                 sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
