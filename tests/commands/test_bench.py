@@ -13,6 +13,8 @@ from speechrnn.bench import gemm_flops, race, rnn_gemms
 
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # a quick bench run, shared by the module's tests
+
 SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}
 
 

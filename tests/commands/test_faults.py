@@ -277,6 +277,7 @@ SLOW_CHECKPOINT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint(tmp_path):
     target = tmp_path / "last.ckpt"

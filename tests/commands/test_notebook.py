@@ -6,6 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # executes the notebook (16 s)
+
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "rnn_gradients.ipynb"
 
 

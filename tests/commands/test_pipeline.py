@@ -147,6 +147,7 @@ def test_evaluate_lays_short_clips_where_align_says(trained, tmp_path):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_reports_a_corrupt_clip_and_exits_nonzero(trained, tmp_path):
     out, root, _ = trained
     bad = tmp_path / "mixed"
@@ -214,6 +215,7 @@ def test_info_of_a_missing_or_non_checkpoint_file_is_one_line(tmp_path, capsys, 
     assert done.value.code == 2 and err.startswith(f"error: {path}: {reason}") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_multirun_ends_with_one_table_of_its_runs(tone_folder, tmp_path):
     sweep = tmp_path / "sweep"
     res = run("speechrnn.train", "-m", "model=rnn,gru", "data=folder", f"data.root={tone_folder}",
@@ -231,6 +233,7 @@ def test_a_multirun_ends_with_one_table_of_its_runs(tone_folder, tmp_path):
     assert len(list(csv.reader((sweep / "summary.csv").open()))) == 1 + 2
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_line(tmp_path):
     res = run("speechrnn.train", "data=folder", f"data.root={tmp_path}/nothing", f"paths.data_dir={tmp_path}",
               f"hydra.run.dir={tmp_path}/run")

@@ -63,6 +63,7 @@ def test_config_mistakes_are_reported_without_a_traceback(args, message):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_help_offers_every_encoder_and_no_private_config():
     run = subprocess.run([sys.executable, "-m", "speechrnn.train", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
@@ -71,6 +72,7 @@ def test_help_offers_every_encoder_and_no_private_config():
     assert groups["model"].split(", ") == ["gru", "lstm", "rnn"]  # model=_base does not compose a model
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_path_is_a_clear_error():
     run = subprocess.run([sys.executable, "-m", "speechrnn.evaluate"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
