@@ -15,8 +15,8 @@
    ``active_rms``). It writes ``stream.wav`` (16-bit) and ``labels.csv`` (``label,time``: the
    clip's start in seconds). ``--wav`` / ``--labels`` evaluate an existing pair instead.
 2. Each model runs once over the recording, fed to its streaming detector in chunks
-   (``speechrnn.detect.window_posteriors``): the posterior of every 1 s window, 80 ms apart.
-3. The detector's decisions (``speechrnn.detect.sweep``) are replayed over those stored
+   (``speechrnn.inference.detect.window_posteriors``): the posterior of every 1 s window, 80 ms apart.
+3. The detector's decisions (``speechrnn.inference.detect.sweep``) are replayed over those stored
    posteriors at every threshold of ``--thresholds``, and scored by ``field_score``:
    keywords correct, wrong and missed, and false accepts per hour of audio. The curve
    (miss rate against false accepts per hour, one line per model) is ``curve.png``, its

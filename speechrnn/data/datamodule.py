@@ -132,7 +132,7 @@ class SpeechCommandsData(L.LightningDataModule):
         split (str, optional): without named speakers, ``"reference"`` (the list files, else the
             reference hash rule) or ``"speaker_fraction"`` (the speakers shuffled by ``seed`` and
             dealt by the percentages, for a folder whose ids hash unevenly; see
-            ``speechrnn.dataset.deal_speakers``). (Default: ``"reference"``)
+            ``speechrnn.data.layout.deal_speakers``). (Default: ``"reference"``)
         split_salt (str, optional): mixed into the hash rule: another speaker split. (Default: ``""``)
         batch_size (int, optional): clips per batch. (Default: ``128``)
         num_workers (int, optional): loader processes. (Default: ``0``)
