@@ -68,6 +68,24 @@ def test_no_library_module_imports_a_command(module):
     assert not package_imports(module) & COMMANDS
 
 
+# what each subpackage's __init__.py says it may import from the package
+MAY_IMPORT = {
+    "core": {"core"},
+    "data": {"core", "data"},
+    "model": {"core", "model"},
+    "training": {"core", "data", "model", "evaluation", "training"},
+    "inference": {"core", "model", "inference", "data.labels"},
+    "evaluation": {"core", "data", "model", "inference", "evaluation"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIBRARY))
+def test_each_subpackage_imports_only_what_its_init_allows(module):
+    allowed = MAY_IMPORT[module.split(".")[1]]
+    used = {m.removeprefix("speechrnn.") for m in package_imports(module)}
+    assert [m for m in used if m.split(".")[0] not in allowed and ".".join(m.split(".")[:2]) not in allowed] == []
+
+
 def test_nothing_imports_a_command():
     assert not {m for c in MODULES for m in package_imports(c)} & COMMANDS
 
