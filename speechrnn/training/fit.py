@@ -13,7 +13,6 @@ from the saved step and ends as the uninterrupted run would (see ``speechrnn.dat
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
@@ -29,8 +28,6 @@ from speechrnn.evaluation.evaluate import evaluate_clips
 from speechrnn.training.config import check_config_types
 from speechrnn.training.finetune import init_weights, source_of
 from speechrnn.training.callbacks import AtomicCheckpointIO
-
-log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict:
