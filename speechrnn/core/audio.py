@@ -134,16 +134,10 @@ def wav_stream_pcm16(stream: BinaryIO, sample_rate: int, chunk: int, name: str =
 
 def _wav_stream_format(stream: BinaryIO, name: str) -> tuple[int, int, int | None]:
     """Rate, channels and audio bytes (None: until the stream ends) of a wav stream, read up to its audio."""
-    fmt = b""
-    while len(header := stream.read(8)) == 8:
-        size = int.from_bytes(header[4:], "little")
-        if header[:4] == b"data":
-            break
-        body = stream.read(size + (size & 1))  # chunks are padded to an even length
-        if header[:4] == b"fmt ":
-            fmt = body
-    else:
+    chunks, size = _chunks_before_audio(stream)
+    if size is None:
         raise AudioError(name, "wav stream ends before its audio (no data chunk)")
+    fmt = chunks.get(b"fmt ", b"")
     if len(fmt) < 16:
         raise AudioError(name, "wav stream has no fmt chunk before its audio")
     tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
@@ -166,12 +160,26 @@ def _wav_bytes_missing(path: Path) -> int:
     with open(path, "rb") as f:
         if not is_wav(f.read(12)):
             return 0
-        while (chunk := f.read(8)) and len(chunk) == 8:
-            declared = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
-                return 0 if declared in (0, 0xFFFFFFFF) else max(0, declared - (size - f.tell()))
-            f.seek(declared + (declared & 1), 1)  # chunks are padded to an even length
-    return 0
+        _, declared = _chunks_before_audio(f)
+        if declared is None or declared in (0, 0xFFFFFFFF):
+            return 0
+        return max(0, declared - (size - f.tell()))
+
+
+def _chunks_before_audio(f: BinaryIO) -> tuple[dict[bytes, bytes], int | None]:
+    """Walk a RIFF/WAVE file or stream, past its first 12 bytes, up to its audio.
+
+    Returns the chunks before the ``data`` chunk (``{id: body}``, e.g. ``b"fmt "``) and the
+    audio's declared byte count, ``f`` left at the audio's first byte; ``None`` when the
+    file ends without a ``data`` chunk. Reads rather than seeks, so pipes work too.
+    """
+    chunks = {}
+    while len(header := f.read(8)) == 8:
+        size = int.from_bytes(header[4:], "little")
+        if header[:4] == b"data":
+            return chunks, size
+        chunks[header[:4]] = f.read(size + (size & 1))  # chunks are padded to an even length
+    return chunks, None
 
 
 
