@@ -1,8 +1,12 @@
-"""Training-only augmentation, as in the reference recipe: shift, background noise, SpecAugment.
+"""Training-only augmentation: the reference recipe's shift, background noise and SpecAugment,
+and what makes clean synthetic speech sound recorded: speed perturbation and a simulated room
+and microphone.
 
-Waveform augmentation (``WaveAugment``) runs on a batch in the data module's
-``on_after_batch_transfer``; SpecAugment masks (``SpecAugment``) run on features
-inside the training step. Evaluation never sees either.
+Waveform augmentation (``WaveAugment``, holding ``SpeedPerturb`` and ``RoomMic``) runs on a
+batch in the data module's ``on_after_batch_transfer``; SpecAugment masks (``SpecAugment``) run
+on features inside the training step. Evaluation never sees any of them. All draw from torch's
+global generator, which the data module seeds per batch, so a batch's augmentation is a
+function of its position in the run.
 """
 
 from __future__ import annotations
@@ -13,8 +17,148 @@ import torchaudio
 from torch import Tensor, nn
 
 
+class SpeedPerturb(nn.Module):
+    """Play each clip faster or slower (tempo and pitch together, as Kaldi's speed perturbation):
+    a shorter or longer vocal tract, a faster or slower talker.
+
+    Each clip draws a factor from ``1 + {-max_change, ..., +max_change}`` in steps of ``step``
+    and is resampled by it (torchaudio's windowed-sinc resampler, so speeding up does not
+    alias); the result keeps the clip's start and is cut or zero-padded to its length.
+
+    Args:
+        max_change (float, optional): largest relative change, ``0`` turns it off. (Default: ``0.1``)
+        step (float, optional): spacing of the factors; clips sharing one are resampled together. (Default: ``0.025``)
+        sample_rate (int, optional): rate of the clips. (Default: ``16000``)
+
+    Shapes:
+        ``(B, N)`` -> ``(B, N)``.
+    """
+
+    def __init__(self, max_change: float = 0.1, step: float = 0.025, sample_rate: int = 16000):
+        super().__init__()
+        if not 0 <= max_change < 0.5 or step <= 0:
+            raise ValueError(f"need 0 <= max_change < 0.5 and step > 0, got {max_change} and {step}")
+        n = int(round(max_change / step))
+        # rates as multiples of 100 Hz: a small gcd-reduced kernel per factor
+        self.rates = [int(round(sample_rate * (1 + k * step) / 100)) * 100 for k in range(-n, n + 1)]
+        self.sample_rate = sample_rate
+
+    def forward(self, wave: Tensor) -> Tensor:
+        B, N = wave.shape
+        if len(self.rates) == 1:
+            return wave
+        pick = torch.randint(len(self.rates), (B,))  # (B,)
+        out = torch.zeros_like(wave)
+        for k in pick.unique().tolist():
+            rows = (pick == k).nonzero().squeeze(1).to(wave.device)
+            # played at rate r as if it were sample_rate: r > sample_rate is faster and higher
+            moved = torchaudio.functional.resample(wave[rows], self.rates[k], self.sample_rate)  # (b, N')
+            n = min(N, moved.shape[1])
+            out[rows, :n] = moved[:, :n]
+        return out
+
+
+class RoomMic(nn.Module):
+    """A simulated room and microphone: reverberation, band-limiting and spectral tilt, clipping.
+
+    Real recordings of a keyword are reverberant and coloured by cheap microphones; a
+    synthesiser's are dry and flat. Each clip, independently:
+
+    - with ``reverb_prob``, is convolved with a generated room impulse response: the direct
+      sound, then exponentially decaying noise whose decay time (RT60) is drawn from ``rt60``
+      seconds and whose energy relative to the direct sound from ``drr_db`` (direct-to-reverberant
+      ratio, dB);
+    - with ``band_prob``, is filtered by a microphone response: a 2nd-order high-pass at a
+      cut-off drawn from ``low_hz``, a 4th-order low-pass at one drawn from ``high_hz`` and a
+      tilt of up to ``tilt_db`` dB per octave either way (zero-phase, applied in the FFT domain
+      with the reverberation);
+    - keeps its RMS level, and with ``clip_prob`` is driven into clipping by 6 to 20 dB.
+
+    Args:
+        reverb_prob (float, optional): share of clips with reverberation. (Default: ``0.5``)
+        rt60 (tuple[float, float], optional): decay time range, seconds. (Default: ``(0.15, 0.8)``)
+        drr_db (tuple[float, float], optional): direct-to-reverberant ratio range, dB. (Default: ``(-3, 12)``)
+        band_prob (float, optional): share of clips through a microphone response. (Default: ``0.5``)
+        low_hz (tuple[float, float], optional): high-pass cut-off range, Hz. (Default: ``(50, 400)``)
+        high_hz (tuple[float, float], optional): low-pass cut-off range, Hz. (Default: ``(3000, 8000)``)
+        tilt_db (float, optional): largest tilt, dB per octave around 1 kHz. (Default: ``3``)
+        clip_prob (float, optional): share of clips clipped. (Default: ``0.0``)
+        sample_rate (int, optional): rate of the clips. (Default: ``16000``)
+
+    Shapes:
+        ``(B, N)`` -> ``(B, N)``.
+    """
+
+    def __init__(self, reverb_prob: float = 0.5, rt60=(0.15, 0.8), drr_db=(-3.0, 12.0), band_prob: float = 0.5,
+                 low_hz=(50.0, 400.0), high_hz=(3000.0, 8000.0), tilt_db: float = 3.0, clip_prob: float = 0.0,
+                 sample_rate: int = 16000):
+        super().__init__()
+        for name, p in (("reverb_prob", reverb_prob), ("band_prob", band_prob), ("clip_prob", clip_prob)):
+            if not 0 <= p <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        for name, (lo, hi) in (("rt60", rt60), ("drr_db", drr_db), ("low_hz", low_hz), ("high_hz", high_hz)):
+            if lo > hi:
+                raise ValueError(f"{name} must be a (low, high) range, got ({lo}, {hi})")
+        if min(*rt60, *low_hz, *high_hz) <= 0 or tilt_db < 0:
+            raise ValueError("rt60, low_hz and high_hz must be > 0 and tilt_db >= 0")
+        self.reverb_prob, self.band_prob, self.clip_prob = reverb_prob, band_prob, clip_prob
+        self.rt60, self.drr_db, self.low_hz, self.high_hz = tuple(rt60), tuple(drr_db), tuple(low_hz), tuple(high_hz)
+        self.tilt_db, self.sample_rate = tilt_db, sample_rate
+        self.rir_len = int(sample_rate * min(0.5, max(rt60)))  # 0.5 s: a 0.8 s tail is 37 dB down by then
+
+    @staticmethod
+    def _uniform(B: int, bounds) -> Tensor:
+        return bounds[0] + torch.rand(B) * (bounds[1] - bounds[0])  # (B,)
+
+    def impulse_responses(self, B: int) -> Tensor:
+        """``(B, L)`` room impulse responses: a unit direct sound then a decaying noise tail."""
+        L, sr = self.rir_len, self.sample_rate
+        t = torch.arange(1, L) / sr  # (L-1,) seconds after the direct sound
+        rt60, drr = self._uniform(B, self.rt60), self._uniform(B, self.drr_db)
+        tail = torch.randn(B, L - 1) * torch.exp(-6.9078 * t / rt60[:, None])  # (B, L-1), -60 dB at rt60
+        tail *= torch.sqrt(10 ** (-drr[:, None] / 10) / tail.pow(2).sum(1, keepdim=True))  # tail energy = 10^(-DRR/10)
+        return torch.cat([torch.ones(B, 1), tail], 1)  # (B, L)
+
+    def mic_responses(self, B: int, freqs: Tensor) -> Tensor:
+        """``(B, F)`` magnitude responses at ``freqs`` (Hz): high-pass x low-pass x tilt."""
+        low, high = self._uniform(B, self.low_hz)[:, None], self._uniform(B, self.high_hz)[:, None]
+        tilt = (torch.rand(B, 1) * 2 - 1) * self.tilt_db
+        f = freqs.clamp(min=1.0)[None]  # (1, F)
+        gain_db = (tilt * torch.log2(f / 1000)  # tilt, then 2nd-order Butterworth high-pass and 4th-order low-pass
+                   - 10 * torch.log10(1 + (low / f) ** 4) - 10 * torch.log10(1 + (f / high) ** 8))
+        return 10 ** (gain_db / 20)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        B, N = wave.shape
+        reverb = torch.rand(B) < self.reverb_prob  # (B,)
+        band = torch.rand(B) < self.band_prob
+        clip = torch.rand(B) < self.clip_prob
+        if not (reverb.any() or band.any() or clip.any()):
+            return wave
+        n_fft = -(-(N + self.rir_len) // 2000) * 2000  # linear convolution; 2^4 * 5^3 keeps the FFT fast
+        response = torch.ones(B, n_fft // 2 + 1, dtype=torch.complex64)  # (B, F)
+        if reverb.any():
+            rir = self.impulse_responses(B) * reverb[:, None] + F.one_hot(torch.zeros(B, dtype=torch.long), self.rir_len) * ~reverb[:, None]
+            response = response * torch.fft.rfft(rir, n_fft)
+        if band.any():
+            mic = self.mic_responses(B, torch.fft.rfftfreq(n_fft, 1 / self.sample_rate))
+            response = response * torch.where(band[:, None], mic, torch.ones_like(mic))
+        x = wave
+        if reverb.any() or band.any():
+            x = torch.fft.irfft(torch.fft.rfft(wave, n_fft) * response.to(wave.device), n_fft)[:, :N]  # (B, N)
+            level = wave.pow(2).mean(1, keepdim=True).sqrt() / x.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-8)
+            x = x * level
+        if clip.any():
+            drive = 10 ** ((6 + 14 * torch.rand(B, 1)) / 20)  # (B, 1)
+            peak = x.abs().amax(1, keepdim=True).clamp(min=1e-8)
+            clipped = (x * drive / peak).clamp(-1, 1) * peak / drive
+            x = torch.where(clip[:, None].to(x.device), clipped, x)
+        return x.clamp(-1, 1)
+
+
 class WaveAugment(nn.Module):
-    """Random time shift and background-noise mixing of a batch of clips.
+    """Speed perturbation, a simulated room and microphone, random time shift and background-noise
+    mixing of a batch of clips, in that order (the noise is not reverberated: it is the room's own).
 
     Args:
         shift_ms (float, optional): shift uniformly in [-shift_ms, shift_ms], zero-filled. (Default: ``100``)
@@ -26,14 +170,18 @@ class WaveAugment(nn.Module):
             [-shift_ms, its padding] instead: the word then ends anywhere in the window, as in a
             stream, not always near its start. Clips without such padding draw as without it,
             from the same random numbers. (Default: ``False``)
+        speed (float, optional): ``SpeedPerturb``'s ``max_change``; ``0`` turns it off. (Default: ``0``)
+        room (dict, optional): ``RoomMic`` arguments; ``None`` turns it off. (Default: ``None``)
 
     Shapes:
         ``(B, N)`` clips and ``(K, M)`` noise (``M >= N``) -> ``(B, N)``.
     """
 
     def __init__(self, shift_ms: float = 100.0, noise_prob: float = 0.8, noise_volume: float = 0.1,
-                 sample_rate: int = 16000, place: bool = False):
+                 sample_rate: int = 16000, place: bool = False, speed: float = 0.0, room: dict | None = None):
         super().__init__()
+        self.speed = SpeedPerturb(speed, sample_rate=sample_rate) if speed else None
+        self.room = RoomMic(**room, sample_rate=sample_rate) if room else None
         if shift_ms < 0 or not 0 <= noise_prob <= 1 or noise_volume < 0:
             raise ValueError(f"need shift_ms >= 0, 0 <= noise_prob <= 1, noise_volume >= 0; got "
                              f"{shift_ms}, {noise_prob}, {noise_volume}")
@@ -42,6 +190,10 @@ class WaveAugment(nn.Module):
 
     def forward(self, wave: Tensor, noise: Tensor | None = None) -> Tensor:
         B, N = wave.shape
+        if self.speed is not None:
+            wave = self.speed(wave)
+        if self.room is not None:
+            wave = self.room(wave)
         # per-clip slices of padded copies: ~10x cheaper than gathering with (B, N) index tensors
         if self.shift or self.place:
             shift = torch.randint(-self.shift, self.shift + 1, (B,))  # (B,)

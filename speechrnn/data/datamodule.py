@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from speechrnn.core.audio import as_float
 from speechrnn.data.augment import WaveAugment
 from speechrnn.data.cache import ClipArray, decode_split
-from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, scan, split_clips,
-                                   task_labels)
+from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, load_noise_dir,
+                                   scan, split_clips, task_labels)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ class SpeechCommandsData(L.LightningDataModule):
         num_workers (int, optional): loader processes. (Default: ``0``)
         cache_dir (str, optional): where decoded splits are kept. (Default: ``"data/cache"``)
         augment (dict, optional): ``WaveAugment`` arguments; ``None`` turns it off. (Default: ``None``)
+        noise_dir (str, optional): a folder of ``.wav`` noise recordings (e.g. another dataset's
+            ``_background_noise_``) that augmentation mixes in besides the dataset's own noise;
+            ``_silence_`` clips are still cut from the dataset's own. (Default: ``None``)
         synth (dict, optional): if given, ``prepare_data`` synthesises the embedded corpus at
             ``root`` with these ``speechrnn.data.synthetic.generate_corpus`` arguments. (Default: ``None``)
         download (bool, optional): fetch the official archive when ``root`` is missing. (Default: ``False``)
@@ -153,8 +156,8 @@ class SpeechCommandsData(L.LightningDataModule):
                  testing_speakers: list[str] | None = None, validation_speakers: list[str] | None = None,
                  split: str = "reference", split_salt: str = "",
                  batch_size: int = 128, num_workers: int = 0, cache_dir: str = "data/cache",
-                 augment: dict | None = None, synth: dict | None = None, download: bool = False,
-                 seed: int = 59185, align: str = "start"):
+                 augment: dict | None = None, noise_dir: str | None = None, synth: dict | None = None,
+                 download: bool = False, seed: int = 59185, align: str = "start"):
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need data.batch_size >= 1 and data.num_workers >= 0, got {batch_size} and {num_workers}")
@@ -169,6 +172,7 @@ class SpeechCommandsData(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.cache_dir, self.align = Path(cache_dir), align
         self.augment = WaveAugment(**augment) if augment else None
+        self.noise_dir = Path(noise_dir) if noise_dir else None
         self.synth, self.download = synth, download
         self.splits: dict[str, ClipArray] = {}
         self.noise = torch.zeros(0, 0)
@@ -200,6 +204,13 @@ class SpeechCommandsData(L.LightningDataModule):
                                                name=split)
             log.info("%s", self._size_line(split))
         # noise for augmentation, cut to a common length so a batch can index it
+        if self.noise_dir is not None:
+            if not self.noise_dir.is_dir():
+                raise DatasetError(f"{self.noise_dir}: data.noise_dir is not a folder of .wav noise recordings")
+            extra = load_noise_dir(self.noise_dir)
+            if not extra:
+                raise DatasetError(f"{self.noise_dir}: data.noise_dir holds no readable .wav file")
+            noise = noise + extra
         if noise:
             n = min(len(x) for x in noise)
             self.noise = torch.stack([x[:n] for x in noise])  # (K, M)
