@@ -149,7 +149,7 @@ class RoomMic(nn.Module):
             level = wave.pow(2).mean(1, keepdim=True).sqrt() / x.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-8)
             x = x * level
         if clip.any():
-            drive = 10 ** ((6 + 14 * torch.rand(B, 1)) / 20)  # (B, 1)
+            drive = (10 ** ((6 + 14 * torch.rand(B, 1)) / 20)).to(x.device)  # (B, 1), drawn on the CPU as the rest
             peak = x.abs().amax(1, keepdim=True).clamp(min=1e-8)
             clipped = (x * drive / peak).clamp(-1, 1) * peak / drive
             x = torch.where(clip[:, None].to(x.device), clipped, x)

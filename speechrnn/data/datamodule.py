@@ -210,6 +210,10 @@ class SpeechCommandsData(L.LightningDataModule):
             extra = load_noise_dir(self.noise_dir)
             if not extra:
                 raise DatasetError(f"{self.noise_dir}: data.noise_dir holds no readable .wav file")
+            shortest, clip = min(len(x) for x in extra), self.splits["training"].waves.shape[1]
+            if shortest < clip:  # all noise is cut to the shortest, and augmentation cuts clip-long pieces of it
+                raise DatasetError(f"{self.noise_dir}: a data.noise_dir recording is shorter than a clip "
+                                   f"({shortest} < {clip} samples)")
             noise = noise + extra
         if noise:
             n = min(len(x) for x in noise)

@@ -1,8 +1,9 @@
-"""Speech Commands protocol: splits, task labels, unknown/silence proportions, odd layouts."""
+"""Speech Commands protocol: splits, task labels, unknown/silence proportions, odd layouts, extra noise."""
 
 import itertools
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,40 @@ def test_every_split_is_logged_with_its_clips_per_label(tone_folder, tmp_path, c
     for split, clips in data.splits.items():
         [line] = [ln for ln in lines if ln.startswith(f"{split} split: {len(clips)} clips (")]
         assert f"yes {int((clips.labels == data.labels.index('yes')).sum())}," in line
+
+
+# --- data.noise_dir: extra noise recordings for augmentation ----------------------------------------
+
+def test_noise_dir_recordings_join_the_datasets_own_noise(tone_folder, tmp_path):
+    from speechrnn.data.datamodule import SpeechCommandsData
+    extra = [(0.05 * np.random.default_rng(k).standard_normal(32000)).astype(np.float32) for k in (7, 8)]
+    for k, x in enumerate(extra):
+        write_wav(tmp_path / "noise" / f"n{k}.wav", x)
+    (tmp_path / "noise" / "notes.txt").write_text("not a recording")
+    own = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4)
+    own.setup()
+    data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4,
+                              noise_dir=str(tmp_path / "noise"))
+    data.setup()
+    assert own.noise.shape == (1, 48000) and data.noise.shape == (3, 32000)  # cut to the shortest recording
+    torch.testing.assert_close(data.noise[0], own.noise[0, :32000])  # the dataset's own first
+    for row, x in zip(data.noise[1:], extra):
+        torch.testing.assert_close(row, torch.from_numpy(x), rtol=0, atol=1 / 32768)  # 16-bit wavs
+    assert data.files("training") == own.files("training")  # the splits do not change
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "not a folder"), ({"notes.txt": "not a recording"}, "no readable .wav"),
+    ({"short.wav": 8000}, r"shorter than a clip \(8000 < 16000 samples\)")], ids=["missing", "no_wav", "short_wav"])
+def test_a_noise_dir_without_clip_long_recordings_is_refused_by_name(tone_folder, tmp_path, content, match):
+    from speechrnn.data.datamodule import SpeechCommandsData
+    folder = tmp_path / "noise"
+    for name, what in (content or {}).items():
+        if isinstance(what, int):  # a recording of that many samples
+            write_wav(folder / name, (0.05 * np.random.default_rng(0).standard_normal(what)).astype(np.float32))
+        else:
+            folder.mkdir(exist_ok=True)
+            (folder / name).write_text(what)
+    data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4, noise_dir=str(folder))
+    with pytest.raises(DatasetError, match=re.escape(str(folder)) + ".*" + match):
+        data.setup()
