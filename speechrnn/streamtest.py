@@ -16,6 +16,8 @@
    clip's start in seconds). ``--wav`` / ``--labels`` evaluate an existing pair instead.
 2. Each model runs once over the recording, fed to its streaming detector in chunks
    (``speechrnn.inference.detect.window_posteriors``): the posterior of every 1 s window, 80 ms apart.
+   That pass is timed: its real-time factor (seconds of processing per second of audio, on
+   ``--threads`` threads) is how fast the model streams live.
 3. The detector's decisions (``speechrnn.inference.detect.sweep``) are replayed over those stored
    posteriors at every threshold of ``--thresholds``, and scored by ``field_score``:
    keywords correct, wrong and missed, and false accepts per hour of audio. The curve
@@ -36,8 +38,8 @@ import argparse
 import csv
 import io
 import sys
-import time
 from pathlib import Path
+from time import perf_counter
 
 import numpy as np
 import soundfile as sf
@@ -152,19 +154,21 @@ def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
     thresholds = sorted(set(args.thresholds))
     results = []
     for model, backend in zip(args.model, backends):
-        start = time.perf_counter()
+        start = perf_counter()
         times, probs = window_probs(backend, wave)
+        processing = perf_counter() - start
         found = {t: [(label, ms / 1000) for label, ms in d] for t, d in
                  sweep(times, probs, backend.labels, [*thresholds, smoothing["threshold"]], smoothing).items()}
         points = [dict(threshold=t, **field_score(truth, found[t], seconds, tolerance)) for t in thresholds]
         streaming = score(truth, found[smoothing["threshold"]], tolerance)
-        results.append(dict(model=model, backend=backend.name, processing_seconds=round(time.perf_counter() - start, 2),
-                            streaming=streaming, detections=found[smoothing["threshold"]], points=points,
+        results.append(dict(model=model, backend=backend.name, processing_seconds=round(processing, 2),
+                            real_time_factor=round(processing / seconds, 4), streaming=streaming,
+                            detections=found[smoothing["threshold"]], points=points,
                             operating_points={f"{b:g}": operating_point(points, b) for b in BUDGETS}))
-        print(render_result(results[-1], source, seconds, smoothing["threshold"], args.tolerance_ms))
+        print(render_result(results[-1], source, seconds, smoothing["threshold"], args.tolerance_ms, args.threads))
     about = dict(recording=source, seconds=round(seconds, 1), words=len(truth), seed=args.seed, split=args.split,
                  data=args.data, noise=args.noise, snr_db=args.snr_db, tolerance_ms=args.tolerance_ms,
-                 smoothing=smoothing, fa_per_hour_resolution=round(3600 / seconds, 3))
+                 smoothing=smoothing, fa_per_hour_resolution=round(3600 / seconds, 3), threads=args.threads)
     atomic_write_json(out / "report.json", dict(about, models=results))
     atomic_write_json(out / "curve.json", dict(about, curves={r["model"]: r["points"] for r in results}))
     noise = Path(args.noise or Path(args.data) / "_background_noise_").name
@@ -176,13 +180,14 @@ def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
           f"report: {out / 'report.json'}, curve: {out / 'curve.png'}")
 
 
-def render_result(r: dict, source: str, seconds: float, threshold: float, tolerance_ms: float) -> str:
-    """A model's TensorFlow-style line, its sweep as a table, and its best points within each budget."""
+def render_result(r: dict, source: str, seconds: float, threshold: float, tolerance_ms: float, threads: int) -> str:
+    """A model's TensorFlow-style line, its speed, its sweep as a table, and its best points within each budget."""
     s = r["streaming"]
     lines = [f"{r['model']}: {s['words']} words in {seconds / 60:.1f} min ({source}): {s['matched_pct']:.1f}% matched, "
              f"{s['correct_pct']:.1f}% correct, {s['wrong_pct']:.1f}% wrong, {s['false_alarms_pct']:.1f}% false "
-             f"alarms (threshold {threshold:g}, tolerance {tolerance_ms:g} ms; streamed in "
-             f"{r['processing_seconds']:.1f} s)",
+             f"alarms (threshold {threshold:g}, tolerance {tolerance_ms:g} ms)",
+             f"  streamed {seconds:.1f} s of audio in {r['processing_seconds']:.2f} s of processing: real-time "
+             f"factor {r['real_time_factor']:.3f} on {threads} thread(s)",
              f"  {'threshold':>9}  {'correct':>8}  {'wrong':>6}  {'missed':>6}  {'FA/hour':>8}"]
     for q in r["points"]:
         lines.append(f"  {q['threshold']:>9g}  {q['correct_pct']:>7.1f}%  {q['wrong']:>6d}  {q['missed']:>6d}  "

@@ -20,7 +20,9 @@ does the same for files, fed to the detector chunk by chunk.
 Each unreadable input gets one line on stderr and every good file is still reported;
 the exit status is 0 when every input was classified, 1 otherwise (2: unusable model).
 Ctrl-C ends a stream as live use does: the keywords heard stay printed, the summary
-line says it was stopped, and the exit status is 130.
+line says it was stopped, and the exit status is 130. A stream ends with its real-time
+factor on stderr: seconds of processing (features, model, detection; not the wait for
+input) over seconds of audio read.
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ from speechrnn.core.errors import friendly
 from speechrnn.inference.backends import load_backend
 from speechrnn.inference.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, read_calibration,
                                         smoothing_from_args)
-from speechrnn.inference.transcription import STDIN, expand_inputs, stream_chunks, transcribe
+from speechrnn.inference.transcription import STDIN, StreamMeter, expand_inputs, stream_chunks, transcribe
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, the status of a command stopped by Ctrl-C
 
 
-def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict) -> tuple[int, list[str], bool]:
-    """Print each keyword of each source as it is found; returns (events, error lines, stopped by Ctrl-C)."""
+def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: dict,
+           meter: StreamMeter) -> tuple[int, list[str], bool]:
+    """Print each keyword of each source as it is found; returns (events, error lines, stopped by Ctrl-C).
+
+    ``meter`` times the work and counts the audio, for the real-time factor."""
     count, errors = 0, []
     chunk = max(1, round(chunk_ms * backend.rate / 1000))
     if fmt != "json":
@@ -57,7 +62,8 @@ def stream(backend, sources: list[str], fmt: str, chunk_ms: float, smoothing: di
         for source in sources:
             recognizer = RecognizeCommands(backend.labels, **smoothing)
             try:
-                for e in detect_events(backend.spotter(), stream_chunks(source, backend.rate, chunk), recognizer):
+                audio = meter.audio(stream_chunks(source, backend.rate, chunk))
+                for e in meter.results(detect_events(backend.spotter(), audio, recognizer)):
                     count += 1
                     print(render_event(source, e, fmt), flush=True)
             except AudioError as err:
@@ -152,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     files, errors = expand_inputs([i for i in args.inputs if i != STDIN])
-    stopped = False
+    stopped, meter = False, StreamMeter(backend.rate)
     if args.stream or STDIN in args.inputs:
         sources = [STDIN] * (STDIN in args.inputs) + [str(f) for f in files]
-        count, failed, stopped = stream(backend, sources, args.format, args.chunk_ms, smoothing)
+        count, failed, stopped = stream(backend, sources, args.format, args.chunk_ms, smoothing, meter)
         done = f"{count} keywords found in {len(sources) - len(failed)} streams" + " (stopped by Ctrl-C)" * stopped
     else:
         results, failed = transcribe(backend, files, args.top_k, args.threshold, args.batch_size, smoothing,
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     errors += failed
     for line in errors:
         print(f"error: {' '.join(line.split())}", file=sys.stderr)
+    if meter.samples:
+        print(meter.report(args.threads), file=sys.stderr)
     seconds = time.perf_counter() - start
     print(f"{done}, {len(errors)} failed in {seconds:.1f} s ({backend.name})", file=sys.stderr)
     if stopped:

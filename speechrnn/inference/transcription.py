@@ -1,5 +1,5 @@
 """Transcription of files and streams: inputs expanded, clips classified in batches, long
-recordings and standard input scanned for keywords.
+recordings and standard input scanned for keywords; a stream's real-time factor.
 
 Clips of at most the training length are classified whole; longer recordings go to the
 detector (``speechrnn.inference.detect``); ``-`` is standard input, raw 16-bit PCM at the
@@ -13,7 +13,8 @@ import itertools
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from time import perf_counter
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -114,3 +115,76 @@ def stream_chunks(source: str, rate: int, chunk: int) -> Iterator[torch.Tensor]:
             data, pending = data[:-1], data[-1:]
         if data:
             yield torch.from_numpy(np.frombuffer(data, dtype="<i2").copy())  # (n,) int16
+
+
+class Stopwatch:
+    """The seconds spent producing the items of the iterables it times, summed.
+
+    Only the time inside the iterable counts, not what the consumer does with each item.
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def timed(self, items: Iterable) -> Iterator:
+        """``items``, one by one, each one's production timed (also one cut short by Ctrl-C or an error)."""
+        items = iter(items)
+        while True:
+            start = perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += perf_counter() - start
+            yield item
+
+
+class StreamMeter:
+    """The real-time factor of streams: seconds spent processing their audio over seconds of audio.
+
+    Processing is features, model and detection, not waiting for input: ``results`` times
+    the detections as they are produced, ``audio`` the chunks they are produced from (a
+    microphone's pace on stdin, a file's decoding), and the second is taken from the first.
+    The audio's length is that of the samples read, at ``rate``.
+
+    Example:
+        >>> meter = StreamMeter(16000)
+        >>> for event in meter.results(detect_events(spotter, meter.audio(chunks), recognizer)):
+        ...     print(event)
+        >>> print(meter.report(threads=1))
+    """
+
+    def __init__(self, rate: int):
+        self.rate, self.samples = rate, 0
+        self.busy, self.waiting = Stopwatch(), Stopwatch()
+
+    def audio(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The chunks ``(n,)``, counted, their arrival timed as waiting."""
+        for chunk in self.waiting.timed(chunks):
+            self.samples += len(chunk)
+            yield chunk
+
+    def results(self, items: Iterable) -> Iterator:
+        """The results of the audio, their production timed (waiting for the audio included, then taken out)."""
+        return self.busy.timed(items)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio read."""
+        return self.samples / self.rate
+
+    @property
+    def processing(self) -> float:
+        """Seconds spent processing it."""
+        return self.busy.seconds - self.waiting.seconds
+
+    @property
+    def factor(self) -> float:
+        """Processing seconds per second of audio: under 1, the stream is processed faster than it plays."""
+        return self.processing / self.seconds
+
+    def report(self, threads: int) -> str:
+        """One line: audio and processing seconds, and the real-time factor (once some audio was read)."""
+        return (f"streamed {self.seconds:.1f} s of audio in {self.processing:.2f} s of processing: "
+                f"real-time factor {self.factor:.3f} on {threads} thread(s)")

@@ -24,7 +24,9 @@ from speechrnn.model.checkpoint import load_model
 from speechrnn.inference.detect import RecognizeCommands, calibration_path, detect_events, summarize, write_calibration
 from speechrnn.inference.predict import predict_proba
 from speechrnn.inference.backends import TorchBackend
+from speechrnn.inference import transcription
 from speechrnn.training.fit import train
+from speechrnn import transcribe as transcribe_command
 from speechrnn.transcribe import main
 
 from helpers import ROOT, SHARED_DATA, tone, write_wav
@@ -247,7 +249,35 @@ def test_ctrl_c_stops_a_live_stream_with_what_was_heard_and_status_130(ckpt, tmp
     err = proc.stderr.read().decode()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert all(json.loads(line)["path"] == "-" for line in heard)
-    assert err.splitlines()[-1].startswith(f"{len(heard)} keywords found in 1 streams (stopped by Ctrl-C)")
+    lines = err.splitlines()
+    assert lines[-1].startswith(f"{len(heard)} keywords found in 1 streams (stopped by Ctrl-C)")
+    assert lines[-2].startswith("streamed ") and "real-time factor" in lines[-2]
+
+
+def test_a_stream_ends_with_its_real_time_factor_not_counting_the_wait_for_audio(ckpt, capsys, monkeypatch):
+    """A fake clock: each read of stdin waits 5 s (a microphone's pace), processing takes 0.02 s per s of audio."""
+    now = [0.0]
+
+    class Microphone(io.BytesIO):
+        def read(self, size=-1):
+            now[0] += 5.0
+            return super().read(size)
+
+    def working(chunks):
+        for c in chunks:
+            now[0] += 0.02 * len(c) / RATE
+            yield c
+
+    detect = transcribe_command.detect_events
+    monkeypatch.setattr(transcription, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(transcribe_command, "detect_events",
+                        lambda spotter, chunks, recognizer: detect(spotter, working(chunks), recognizer))
+    pcm = (1000 * np.random.default_rng(0).standard_normal(int(3.3 * RATE))).astype("<i2")  # 3.3 s
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(Microphone(pcm.tobytes())))
+    code, _, err = run_main(capsys, ckpt, "-", "--stream", "--format", "json")
+    lines = err.splitlines()
+    assert code == 0 and lines[-2] == ("streamed 3.3 s of audio in 0.07 s of processing: real-time factor 0.020 "
+                                       "on 1 thread(s)"), err
 
 
 def run_on_stdin(capsys, monkeypatch, data: bytes, *argv) -> tuple[int, str, str]:

@@ -1,6 +1,7 @@
 """Streaming: chunked features and RNN states equal the offline pass; smoothing; streaming accuracy."""
 
 import csv
+import itertools
 import json
 import shutil
 
@@ -15,6 +16,7 @@ from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.inference.backends import TorchBackend
 from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter, window_geometry
 from speechrnn.evaluation.stream_score import NOISE_RMS, build_recording, field_score, score, window_probs
+from speechrnn import streamtest
 from speechrnn.streamtest import main as streamtest_main
 
 from helpers import tone, write_wav
@@ -347,6 +349,19 @@ def test_streamtest_writes_recording_labels_and_report(tone_model, tone_folder, 
                             "--labels", str(tmp_path / "a" / "labels.csv")]) == 0
     again = json.loads((tmp_path / "b" / "report.json").read_text())["models"][0]
     assert again["streaming"] == streaming and again["points"] == report["models"][0]["points"]
+
+
+def test_streamtest_reports_each_models_real_time_factor(tone_model, tone_folder, tmp_path, capsys, monkeypatch):
+    """A fake clock: the pass over 30 s of audio takes 1.5 s of processing, a real-time factor of 0.05."""
+    ckpt, _ = tone_model
+    monkeypatch.setattr(streamtest, "perf_counter", itertools.count(100.0, 1.5).__next__)
+    assert streamtest_main(["--model", str(ckpt), "--data", str(tone_folder), "--minutes", "0.5", "--threads", "1",
+                            "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["seconds"] == 30 and report["threads"] == 1
+    assert report["models"][0]["processing_seconds"] == 1.5 and report["models"][0]["real_time_factor"] == 0.05
+    assert "streamed 30.0 s of audio in 1.50 s of processing: real-time factor 0.050 on 1 thread(s)" in \
+        capsys.readouterr().out
 
 
 def test_the_sweep_replays_the_live_detector_at_each_threshold(tone_model, tone_folder):
