@@ -16,35 +16,20 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from speechrnn.core.audio import ALIGNMENTS
-from speechrnn.data.layout import DatasetError
-from speechrnn.evaluation.evaluate import evaluate_clips, folder_clips
+from speechrnn.evaluation.evaluate import evaluate_config
 from speechrnn.evaluation.report import format_report
-from speechrnn.model.checkpoint import load_model
 from speechrnn.training.config import check_config_types, command
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """The checkpoint ``cfg.ckpt_path`` on ``cfg.folder`` or a split of ``cfg.data``: prints the report, returns its fields."""
     check_config_types(cfg)
-    if cfg.align not in ALIGNMENTS:
-        raise DatasetError(f"align must be one of {', '.join(ALIGNMENTS)}, got {cfg.align!r}")
-    model = load_model(cfg.ckpt_path)
-    if cfg.folder:
-        clips, source = folder_clips(cfg.folder, model.labels, cfg.cache_dir, cfg.align), str(cfg.folder)
-    else:
-        data = instantiate(cfg.data, align=cfg.align)
-        data.prepare_data()
-        data.setup("test")
-        clips, source = data.splits[cfg.split], f"{data.root} ({cfg.split})"
-    out = Path(cfg.out_dir)
-    report = evaluate_clips(model, clips, model.labels, out, cfg.batch_size,
-                            extra={"checkpoint": str(cfg.ckpt_path), "dataset": source, "align": cfg.align})
+    report = evaluate_config(cfg)
+    out, source = Path(cfg.out_dir), report["dataset"]
     print(format_report(report))
-    for reason in clips.skipped:
+    for reason in report["skipped"]:
         print(f"skipped: {reason}", file=sys.stderr)
     print("accuracy at each step t, as if y_t were read (the model reads the last): "
           + " ".join(f"{100 * a:.1f}" for a in report["step_accuracy"]))

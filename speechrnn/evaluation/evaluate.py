@@ -1,4 +1,5 @@
-"""Evaluate a model on decoded clips: the report files, and the clips of any Speech Commands-layout folder.
+"""Evaluate a model on decoded clips: the report files, the clips of any Speech Commands-layout folder,
+and a checkpoint on what an ``evaluate`` config names.
 
 ``evaluate_clips`` is the one test path of the product: training's final test on the
 best checkpoint, the ``evaluate`` command and the ablation sweep all go through it. It
@@ -12,11 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
+from speechrnn.core.audio import ALIGNMENTS
 from speechrnn.data.cache import ClipArray, decode_split
 from speechrnn.data.layout import DatasetError, check_label_folders, label_items, scan
 from speechrnn.evaluation.report import classification_report, write_predictions, write_report
 from speechrnn.inference.predict import predict_steps
+from speechrnn.model.checkpoint import load_model
 from speechrnn.model.spotter import KeywordSpotter
 
 
@@ -47,3 +52,32 @@ def folder_clips(folder: str | Path, labels: list[str], cache_dir: str | Path, a
     if not items:
         raise DatasetError(f"{folder}: no clip has one of the labels {labels}")
     return decode_split(items, labels, cache_dir, align=align, name=f"eval-{Path(folder).name}")
+
+
+def evaluate_config(cfg: DictConfig) -> dict:
+    """The checkpoint ``cfg.ckpt_path`` on what an ``evaluate`` config (``conf/evaluate.yaml``) names.
+
+    Every clip of ``cfg.folder``, else the split ``cfg.split`` of the dataset ``cfg.data``; the
+    report files go to ``cfg.out_dir``. The ``evaluate`` command and the ablation sweep both
+    call it, so a cell of the sweep's table is the number the command prints.
+
+    Returns:
+        dict: ``report.json``'s fields; ``dataset`` names what was evaluated, ``skipped`` the
+        clips that could not be read.
+    """
+    if cfg.align not in ALIGNMENTS:
+        raise DatasetError(f"align must be one of {', '.join(ALIGNMENTS)}, got {cfg.align!r}")
+    model = load_model(cfg.ckpt_path)
+    clips, source = _config_clips(cfg, model.labels)
+    return evaluate_clips(model, clips, model.labels, cfg.out_dir, cfg.batch_size,
+                          extra={"checkpoint": str(cfg.ckpt_path), "dataset": source, "align": cfg.align})
+
+
+def _config_clips(cfg: DictConfig, labels: list[str]) -> tuple[ClipArray, str]:
+    """The clips an ``evaluate`` config names (``cfg.folder`` whole, else a split of ``cfg.data``), and their name."""
+    if cfg.folder:
+        return folder_clips(cfg.folder, labels, cfg.cache_dir, cfg.align), str(cfg.folder)
+    data = instantiate(cfg.data, align=cfg.align)
+    data.prepare_data()
+    data.setup("test")
+    return data.splits[cfg.split], f"{data.root} ({cfg.split})"
