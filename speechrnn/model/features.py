@@ -29,6 +29,10 @@ def deltas(x: Tensor) -> Tensor:
     return (2 * (p[:, 4:] - p[:, :-4]) + (p[:, 3:-1] - p[:, 1:-3])) / 10
 
 
+# features.cmn as configs and checkpoints spell it -> the mode MFCC.cmn holds
+CMN_MODES = {False: None, True: "clip", "clip": "clip", "causal": "causal"}
+
+
 class MFCC(nn.Module):
     """Mel-frequency cepstral coefficients with per-coefficient normalisation.
 
@@ -48,9 +52,16 @@ class MFCC(nn.Module):
         floor_db (float, optional): lowest mel energy in dB (ref 1, as librosa's ``amin``):
             digital silence (zero padding) sits here, far below any recorded noise floor
             when it is -100. (Default: ``-100``)
-        cmn (bool, optional): also subtract each clip's own mean per coefficient (cepstral
-            mean normalisation), which removes a fixed channel or microphone colouring.
-            It needs the whole clip, so a model with it cannot stream. (Default: ``False``)
+        cmn (bool or str, optional): also subtract a mean of the clip's own frames per
+            coefficient (cepstral mean normalisation), which removes a fixed channel or
+            microphone colouring. ``False``: none. ``"clip"`` (or ``True``, as older
+            checkpoints store it): the mean of the frames the steps use; it needs the whole
+            clip, so such a model streams by classifying whole windows. ``"causal"``: frame j
+            minus the running mean of frames 0..j (see ``subtract_running_mean``), so a
+            model streams frame by frame. (Default: ``False``)
+        cmn_prior (float, optional): with ``cmn="causal"``, frames of value 0 (the training
+            mean, after ``normalize``) the running mean starts from, so the first frames of a
+            clip are barely shifted by their own noisy mean. (Default: ``10``)
 
     Shapes:
         ``(B, N)`` waveform -> ``(B, T, F)`` with ``T = num_frames(N)`` and ``F = dim``.
@@ -64,7 +75,7 @@ class MFCC(nn.Module):
     def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, win_ms: float = 30.0,
                  hop_ms: float = 10.0, n_mels: int = 40, f_min: float = 20.0,
                  f_max: float = 7600.0, deltas: int = 0, stack: int = 1, normalize: bool = True,
-                 floor_db: float = -100.0, cmn: bool = False):
+                 floor_db: float = -100.0, cmn: bool | str = False, cmn_prior: float = 10.0):
         super().__init__()
         if n_mfcc < 1 or n_mels < n_mfcc:
             raise ValueError(f"need 1 <= n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
@@ -76,12 +87,17 @@ class MFCC(nn.Module):
             raise ValueError(f"deltas must be 0, 1 or 2, got {deltas}")
         if stack < 1:
             raise ValueError(f"stack must be >= 1, got {stack}")
+        if cmn not in CMN_MODES:
+            raise ValueError(f"cmn must be false, true, 'clip' or 'causal', got {cmn!r}")
+        if not cmn_prior >= 0:
+            raise ValueError(f"cmn_prior must be >= 0 frames, got {cmn_prior}")
         # the arguments, as MFCC(**settings) takes them: exported models carry them in their metadata
         self.settings = dict(sample_rate=sample_rate, n_mfcc=n_mfcc, win_ms=win_ms, hop_ms=hop_ms, n_mels=n_mels,
                              f_min=f_min, f_max=f_max, deltas=deltas, stack=stack, normalize=normalize,
-                             floor_db=floor_db, cmn=cmn)
+                             floor_db=floor_db, cmn=cmn, cmn_prior=cmn_prior)
         self.sample_rate, self.n_mfcc, self.deltas, self.stack = sample_rate, n_mfcc, deltas, stack
-        self.normalize, self.cmn, self.floor_db = normalize, cmn, float(floor_db)
+        self.normalize, self.floor_db = normalize, float(floor_db)
+        self.cmn, self.cmn_prior = CMN_MODES[cmn], float(cmn_prior)  # None, "clip" or "causal"
         self.win_length = round(sample_rate * win_ms / 1000)
         self.hop_length = round(sample_rate * hop_ms / 1000)
         self.n_mels, self.f_min, self.f_max = n_mels, f_min, f_max
@@ -134,7 +150,7 @@ class MFCC(nn.Module):
     def forward(self, wave: Tensor, mask: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Waveform ``(B, N)`` -> steps ``(B, T, F)``; ``mask`` (SpecAugment) sees frames before stacking."""
         x = self.normalise(self.cepstra(wave))  # (B, T0, C)
-        if self.cmn:  # minus the mean of the frames the steps use (not the < stack left over)
+        if self.cmn == "clip":  # minus the mean of the frames the steps use (not the < stack left over)
             x = x - x[:, : x.shape[1] // self.stack * self.stack].mean(dim=1, keepdim=True)  # (B, T0, C)
         if mask is not None:
             x = mask(x)
@@ -143,7 +159,36 @@ class MFCC(nn.Module):
             for _ in range(self.deltas):
                 parts.append(deltas(parts[-1]))  # d1 from x, d2 from d1
             x = torch.cat(parts, dim=-1)  # (B, T0, C * (1 + deltas))
+        if self.cmn == "causal":
+            x, _ = self.subtract_running_mean(x)
         return self.stack_frames(x)  # (B, T, F * stack)
+
+    def subtract_running_mean(self, x: Tensor, total: Tensor | float = 0.0,
+                              seen: Tensor | float = 0.0) -> tuple[Tensor, Tensor]:
+        """Causal mean normalisation (``cmn="causal"``): frame j's cepstra minus the mean of frames 0..j.
+
+        Frame j has ``m_j = (total + x_0 + ... + x_j) / (cmn_prior + seen + j + 1)`` subtracted
+        from its ``n_mfcc`` cepstra: the clip's frames so far and ``cmn_prior`` frames of 0, so
+        early frames are barely shifted and late ones lose nearly the whole clip's mean. Deltas
+        (the rest of each frame) are left alone: a fixed channel offset has no deltas, and so
+        every frame before this is shared by all the windows a stream overlaps, while the running
+        mean, which restarts with each window, is the only per-window part
+        (``speechrnn.inference.streaming.RunningMean``). It comes after SpecAugment's masks, so a
+        masked frame counts as a frame of the training mean.
+
+        Args:
+            x (Tensor): frames ``(..., T0, D)``, the ``n_mfcc`` cepstra first.
+            total (Tensor or float, optional): sum of the cepstra of the frames before ``x``,
+                ``(..., 1, n_mfcc)``, when a stream carries them over. (Default: ``0``)
+            seen (Tensor or float, optional): how many frames ``total`` sums, ``(..., 1, 1)``. (Default: ``0``)
+
+        Returns:
+            ``x`` with the running means subtracted ``(..., T0, D)``, and the new ``total`` ``(..., 1, n_mfcc)``.
+        """
+        c = x[..., : self.n_mfcc]  # (..., T0, C)
+        sums = total + c.cumsum(dim=-2)  # (..., T0, C): frames 0..j
+        counts = self.cmn_prior + seen + torch.arange(1, c.shape[-2] + 1, dtype=x.dtype, device=x.device)[:, None]
+        return torch.cat([c - sums / counts, x[..., self.n_mfcc:]], dim=-1), sums[..., -1:, :]  # (..., T0, D)
 
     @torch.no_grad()
     def fit_normalization(self, waves: Iterable[Tensor]) -> None:

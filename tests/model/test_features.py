@@ -1,4 +1,4 @@
-"""The MFCC frontend: agrees with librosa, stacks frames, carries its normalisation."""
+"""The MFCC frontend: agrees with librosa, stacks frames, carries its normalisation, causal or per clip."""
 
 import librosa
 import numpy as np
@@ -67,6 +67,36 @@ def test_cmn_removes_a_fixed_channel_colouring():
     torch.testing.assert_close(cmn(wave).mean(1), torch.zeros(2, 13), atol=1e-4, rtol=0)
 
 
+def test_cmn_true_is_the_clip_mean_as_older_checkpoints_store_it():
+    wave = 0.1 * torch.randn(2, 16000)
+    old, clip = MFCC(n_mfcc=13, stack=4, cmn=True), MFCC(n_mfcc=13, stack=4, cmn="clip")
+    assert old.cmn == clip.cmn == "clip" and MFCC(cmn=False).cmn is None
+    torch.testing.assert_close(old(wave), clip(wave), atol=0, rtol=0)
+
+
+def test_causal_cmn_subtracts_the_running_mean_with_its_prior_frames_of_zero():
+    """Constant frames v: frame j loses (j + 1) v / (prior + j + 1), keeping v * prior / (prior + j + 1)."""
+    mfcc = MFCC(n_mfcc=2, cmn="causal", cmn_prior=3)
+    x = torch.tensor([[2.0, -1.0, 5.0, 7.0]]).expand(4, -1)[None]  # (1, T0=4, D=4): cepstra 2, -1; deltas 5, 7
+    out, total = mfcc.subtract_running_mean(x)
+    keep = torch.tensor([3 / 4, 3 / 5, 3 / 6, 3 / 7])[:, None]  # prior / (prior + j + 1)
+    torch.testing.assert_close(out[0, :, :2], keep * torch.tensor([2.0, -1.0]))
+    torch.testing.assert_close(out[0, :, 2:], x[0, :, 2:])  # the deltas are left alone
+    torch.testing.assert_close(total, torch.tensor([[[8.0, -4.0]]]))  # the sum a stream carries on with
+
+
+def test_causal_cmn_is_causal_and_ends_near_the_clip_mean():
+    wave = 0.1 * torch.randn(1, 16000)
+    later = wave.clone()
+    later[:, 8000:] *= 3  # frames 0..47 end before sample 8000 (47 * 160 + 480 = 8000)
+    causal = MFCC(n_mfcc=13, cmn="causal")
+    torch.testing.assert_close(causal(later)[:, :48], causal(wave)[:, :48], atol=0, rtol=0)
+    assert not torch.allclose(causal(later)[:, 48:], causal(wave)[:, 48:])
+    # without a prior, the last frame's running mean is the whole clip's
+    torch.testing.assert_close(MFCC(n_mfcc=13, cmn="causal", cmn_prior=0)(wave)[:, -1],
+                               MFCC(n_mfcc=13, cmn="clip")(wave)[:, -1], atol=1e-4, rtol=0)
+
+
 def test_fit_normalization_whitens_the_training_features_and_is_saved():
     mfcc = MFCC(n_mfcc=10)
     waves = [torch.randn(4, 16000) * s for s in (0.1, 0.5)]
@@ -80,7 +110,8 @@ def test_fit_normalization_whitens_the_training_features_and_is_saved():
 
 
 @pytest.mark.parametrize("kwargs", [dict(n_mfcc=50, n_mels=40), dict(hop_ms=40, win_ms=30), dict(deltas=3),
-                                    dict(stack=0), dict(f_max=9000)])
+                                    dict(stack=0), dict(f_max=9000), dict(cmn="mean"), dict(cmn="true"),
+                                    dict(cmn_prior=-1)])
 def test_rejects_impossible_settings(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
         MFCC(**kwargs)
