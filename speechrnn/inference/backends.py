@@ -7,7 +7,7 @@ All answer the same three questions, so ``transcribe`` never asks which it has:
 
 * ``TorchBackend`` (a ``.ckpt`` from ``speechrnn.train``): streams with
   ``StreamingSpotter``, one step of K staggered RNN states per frame (or, for a model
-  that normalises each clip by its own mean, ``WindowedSpotter``).
+  that normalises each clip by its whole mean, ``features.cmn=clip``, ``WindowedSpotter``).
 * ``OnnxBackend`` (``model.onnx``, run by onnxruntime) and ``TorchScriptBackend``
   (``model.pt``, run by ``torch.jit``): an export takes fixed 1 s clips, so long
   recordings are cut into the same windows (``WindowedSpotter``) and each is classified
@@ -64,8 +64,8 @@ class TorchBackend:
         return predict_proba(self.model, clips, self.batch_size)  # (B, C)
 
     def spotter(self) -> StreamingSpotter | WindowedSpotter:
-        """Staggered states; windows classified whole when each clip is normalised by its own mean."""
-        if self.model.frontend.cmn:
+        """Staggered states; windows classified whole when each clip is normalised by its whole mean."""
+        if self.model.frontend.cmn == "clip":
             return windowed_spotter(self)
         return StreamingSpotter(self.model)
 

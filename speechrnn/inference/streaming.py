@@ -1,6 +1,6 @@
 """Streaming keyword spotting: audio in chunks of any size -> keyword posteriors, state kept across chunks.
 
-Three pieces, each carrying its own state from one chunk to the next:
+Four pieces, each carrying its own state from one chunk to the next:
 
 * ``FeatureStream`` runs the MFCC frontend on a stream. It keeps the samples after the
   last complete frame (fewer than ``win`` of them, at least ``win - hop``), computes
@@ -8,7 +8,9 @@ Three pieces, each carrying its own state from one chunk to the next:
   delays the frames by 2 per order of deltas, because a delta needs the 2 frames after
   it, and concatenates ``stack`` frames into one RNN step. Fed a whole recording in
   chunks and then ``flush()``-ed, it gives exactly ``MFCC.forward`` of the recording
-  (deltas' replicated edges included).
+  (deltas' replicated edges included), up to a causal mean normalisation, which is:
+* ``RunningMean``: the running mean of ``MFCC(cmn="causal")`` subtracted from B streams
+  of steps, each with its own running sum, restarted where its window starts.
 * ``EncoderStream`` advances B recurrent states one step at a time with the encoder's
   own ``step`` (the Elman RNN's, or the GRU/LSTM's with its state carried over).
 * ``StreamingSpotter`` joins them and turns hidden states into posteriors.
@@ -29,6 +31,13 @@ posterior of the window starting at sample s is exactly the offline model's on
 see replicated neighbours). Posteriors come every ``hop * stack`` samples (80 ms),
 each as soon as the last frame of its window is complete (2 frames later per order of
 deltas); the cost is K state updates per step, one batched matmul per layer.
+
+A model with causal mean normalisation (``features.cmn=causal``) streams the same way:
+its running mean restarts with each window, so each of the K states also carries its
+window's running sum (``RunningMean`` with K rows), and its row of the (K, F) input is
+the new frame minus its own window's mean, still one matmul per step. A model with the
+whole clip's mean (``features.cmn=clip``) cannot: its first step needs the window's last
+frame, so it streams by classifying whole windows (``WindowedSpotter``).
 """
 
 from __future__ import annotations
@@ -72,7 +81,9 @@ class FeatureStream:
 
     Shapes:
         ``push(samples (N,)) -> steps (T, F)`` with ``F = mfcc.dim``; ``T`` counts only steps
-        whose frames (and, with deltas, 2 or 4 look-ahead frames) have all arrived.
+        whose frames (and, with deltas, 2 or 4 look-ahead frames) have all arrived. With
+        ``cmn="causal"`` these are the steps before the running mean, which depends on where
+        a window starts: ``RunningMean`` subtracts it.
 
     Example:
         >>> mfcc, wave = MFCC(stack=4), torch.randn(16000)
@@ -83,9 +94,10 @@ class FeatureStream:
     """
 
     def __init__(self, mfcc: MFCC):
-        if mfcc.cmn:
-            raise ValueError("this model subtracts each clip's own mean (features.cmn), which needs the whole "
-                             "clip before the first step: its frames cannot stream; use WindowedSpotter")
+        if mfcc.cmn == "clip":
+            raise ValueError("this model subtracts each clip's whole mean (features.cmn=clip), which needs the "
+                             "whole clip before the first step: its frames cannot stream; use WindowedSpotter "
+                             "(or train with features.cmn=causal)")
         self.mfcc = mfcc
         self.reset()
 
@@ -126,6 +138,38 @@ class FeatureStream:
         steps = self.mfcc.stack_frames(frames)  # (T, F): k consecutive frames per step, as MFCC.forward
         self.frames = frames[len(steps) * self.mfcc.stack:]
         return steps
+
+
+class RunningMean:
+    """``MFCC.subtract_running_mean`` (``cmn="causal"``) over B streams of steps, each with its own sum.
+
+    Args:
+        mfcc (MFCC): the model's frontend.
+        batch (int, optional): parallel streams, B; each restarts (frame 0 of a clip) at ``reset``. (Default: ``1``)
+
+    Shapes:
+        ``push(steps (B, T, F)) -> (B, T, F)``: the steps of ``FeatureStream``, each stream
+        minus its own running mean.
+    """
+
+    def __init__(self, mfcc: MFCC, batch: int = 1):
+        self.mfcc = mfcc
+        self.total = mfcc.dct.new_zeros(batch, 1, mfcc.n_mfcc)  # (B, 1, C): sum of each stream's cepstra
+        self.seen = mfcc.dct.new_zeros(batch, 1, 1)  # (B, 1, 1): frames in that sum
+
+    def reset(self, rows: int | slice = slice(None)) -> None:
+        """Restart the streams ``rows``: their next frame is frame 0 of a clip."""
+        self.total[rows] = 0
+        self.seen[rows] = 0
+
+    @torch.no_grad()
+    def push(self, steps: Tensor) -> Tensor:
+        """Steps ``(B, T, F)`` -> the same minus each stream's running mean, frame by frame."""
+        B, T, F = steps.shape
+        frames = steps.reshape(B, T * self.mfcc.stack, F // self.mfcc.stack)  # (B, T0, D): undo stack_frames
+        out, self.total = self.mfcc.subtract_running_mean(frames, self.total, self.seen)
+        self.seen = self.seen + frames.shape[1]
+        return out.reshape(B, T, F)
 
 
 class EncoderStream:
@@ -193,6 +237,7 @@ class StreamingSpotter:
         self.clip_samples, self.window, self.stride, self.context = window_geometry(fe, clip_seconds)
         self.features = FeatureStream(fe)
         self.states = EncoderStream(model.encoder, batch=self.window)
+        self.means = RunningMean(fe, batch=self.window) if fe.cmn == "causal" else None  # one sum per state
         self.steps = 0  # RNN steps taken since the start of the stream
 
     def push(self, samples: Tensor) -> tuple[Tensor, Tensor]:
@@ -207,6 +252,8 @@ class StreamingSpotter:
         x = torch.cat([x, self.features.flush()]) if x is not None else self.features.flush()
         out = self._run(x)
         self.states.reset()
+        if self.means is not None:
+            self.means.reset()
         self.steps = 0
         return out
 
@@ -215,7 +262,11 @@ class StreamingSpotter:
         K, starts, hidden = self.window, [], []
         for x_t in x:  # (F,)
             self.states.reset(self.steps % K)  # the window starting at this step begins from h_0 = 0
-            h = self.states.step(x_t.expand(K, -1))  # (K, H)
+            x_k = x_t.expand(K, -1)  # (K, F): every state sees the new step
+            if self.means is not None:  # ... minus its own window's running mean, which starts here for this one
+                self.means.reset(self.steps % K)
+                x_k = self.means.push(x_k[:, None])[:, 0]
+            h = self.states.step(x_k)  # (K, H)
             if self.steps >= K - 1:  # the state started K - 1 steps ago has now seen a whole clip
                 starts.append((self.steps - K + 1) * self.stride)
                 hidden.append(h[(self.steps + 1) % K].clone())  # its row restarts at the next step

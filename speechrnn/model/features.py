@@ -188,7 +188,8 @@ class MFCC(nn.Module):
         c = x[..., : self.n_mfcc]  # (..., T0, C)
         sums = total + c.cumsum(dim=-2)  # (..., T0, C): frames 0..j
         counts = self.cmn_prior + seen + torch.arange(1, c.shape[-2] + 1, dtype=x.dtype, device=x.device)[:, None]
-        return torch.cat([c - sums / counts, x[..., self.n_mfcc:]], dim=-1), sums[..., -1:, :]  # (..., T0, D)
+        total = total + c.sum(dim=-2, keepdim=True)  # (..., 1, C), also for T0 = 0 frames
+        return torch.cat([c - sums / counts, x[..., self.n_mfcc:]], dim=-1), total  # (..., T0, D)
 
     @torch.no_grad()
     def fit_normalization(self, waves: Iterable[Tensor]) -> None:

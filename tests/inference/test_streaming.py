@@ -14,7 +14,8 @@ from speechrnn.inference.detect import (RecognizeCommands, calibrate, calibratio
 from speechrnn.data.layout import load_noise_dir
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.inference.backends import TorchBackend
-from speechrnn.inference.streaming import EncoderStream, FeatureStream, StreamingSpotter, WindowedSpotter, window_geometry
+from speechrnn.inference.streaming import (EncoderStream, FeatureStream, RunningMean, StreamingSpotter, WindowedSpotter,
+                                          window_geometry)
 from speechrnn.evaluation.stream_score import NOISE_RMS, build_recording, field_score, score, window_probs
 from speechrnn import streamtest
 from speechrnn.streamtest import main as streamtest_main
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spotter_model(kind: str = "rnn", deltas: int = 0, stack: int = 3, seed: int = 0,
-                  cmn: bool = False) -> KeywordSpotter:
+                  cmn: bool | str = False) -> KeywordSpotter:
     """An untrained two-layer model with non-trivial normalisation statistics."""
     torch.manual_seed(seed)
     model = KeywordSpotter(LABELS, dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=stack, cmn=cmn),
@@ -53,6 +54,16 @@ def test_feature_stream_equals_the_offline_frontend(deltas, size):
     offline = mfcc(wave[None])[0]
     assert streamed.shape == offline.shape
     torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("deltas", [0, 2])
+@pytest.mark.parametrize("size", [37, 1000])
+def test_feature_stream_then_a_running_mean_equals_the_causal_frontend(deltas, size):
+    mfcc = spotter_model(deltas=deltas, cmn="causal").frontend
+    wave = 0.1 * torch.randn(12_345)
+    fs, means = FeatureStream(mfcc), RunningMean(mfcc)
+    streamed = torch.cat([means.push(fs.push(c)[None])[0] for c in chunks(wave, size)] + [means.push(fs.flush()[None])[0]])
+    torch.testing.assert_close(streamed, mfcc(wave[None])[0], atol=1e-5, rtol=0)
 
 
 def test_feature_stream_computes_each_frame_once_and_keeps_under_a_window(monkeypatch):
@@ -84,10 +95,12 @@ def test_streaming_hidden_states_equal_the_offline_forward_pass(kind, size):
     torch.testing.assert_close(model.encoder.readout(streamed), offline_out, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("cmn", [False, "causal"])
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
-@pytest.mark.parametrize("size", [37, 5000])
-def test_staggered_states_give_the_offline_posterior_of_every_window(kind, size):
-    model = spotter_model(kind, stack=4)
+@pytest.mark.parametrize("size", [37, 1000, 5000])
+def test_staggered_states_give_the_offline_posterior_of_every_window(kind, size, cmn):
+    """With cmn=causal each state also restarts its own running mean, so each window's frames are the offline clip's."""
+    model = spotter_model(kind, stack=4, cmn=cmn)
     wave = 0.1 * torch.randn(40_000)
     spotter = StreamingSpotter(model)
     starts, probs = map(torch.cat, zip(*[spotter.push(c) for c in chunks(wave, size)], spotter.flush(pad=False)))
@@ -113,8 +126,9 @@ def test_windowed_spotter_gives_the_streaming_posteriors():
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=0)
 
 
-def test_a_per_clip_mean_model_streams_by_whole_windows_with_the_offline_posteriors():
-    model = spotter_model(cmn=True)
+@pytest.mark.parametrize("cmn", [True, "clip"])
+def test_a_per_clip_mean_model_streams_by_whole_windows_with_the_offline_posteriors(cmn):
+    model = spotter_model(cmn=cmn)
     with pytest.raises(ValueError, match="features.cmn"):
         StreamingSpotter(model)
     spotter = TorchBackend(model).spotter()
@@ -125,6 +139,11 @@ def test_a_per_clip_mean_model_streams_by_whole_windows_with_the_offline_posteri
                            for s in starts.tolist()])
     with torch.no_grad():
         torch.testing.assert_close(probs, model(windows).softmax(-1), atol=1e-5, rtol=0)
+
+
+def test_a_causal_mean_model_streams_frame_by_frame():
+    spotter = TorchBackend(spotter_model(cmn="causal")).spotter()
+    assert isinstance(spotter, StreamingSpotter) and spotter.means.total.shape == (spotter.window, 1, 13)
 
 
 def onehot(label: str) -> torch.Tensor:
