@@ -24,10 +24,10 @@ RATE = 16000
 LABELS = ["yes", "no", "_silence_", "_unknown_"]
 
 
-def save_checkpoint(path, kind: str, deltas: int, seed: int = 0):
+def save_checkpoint(path, kind: str, deltas: int, seed: int = 0, cmn: bool | str = False):
     """A checkpoint as ``speechrnn.train`` writes it, of an untrained two-layer model."""
     torch.manual_seed(seed)
-    hparams = dict(labels=LABELS, features=dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=4),
+    hparams = dict(labels=LABELS, features=dict(n_mfcc=13, n_mels=20, deltas=deltas, stack=4, cmn=cmn),
                    encoder=dict(kind=kind, hidden_size=16, num_layers=2))
     model = KeywordSpotter(**hparams)
     model.frontend.fit_normalization([0.1 * torch.randn(2, RATE)])
@@ -44,11 +44,13 @@ def fresh_clips(n: int = 3) -> torch.Tensor:
                         for k in range(n)])
 
 
-@pytest.fixture(scope="module", params=[("rnn", 1), ("gru", 0)], ids=["rnn-deltas", "gru"])
+@pytest.fixture(scope="module", params=[("rnn", 1, False), ("gru", 0, False), ("rnn", 0, "causal")],
+                ids=["rnn-deltas", "gru", "rnn-causal-mean"])
 def exported(request, tmp_path_factory):
-    kind, deltas = request.param
+    """An export of each kind; the causal-mean model's checkpoint streams frame by frame, its export by windows."""
+    kind, deltas, cmn = request.param
     base = tmp_path_factory.mktemp(f"export_{kind}")
-    ckpt = save_checkpoint(base / "model.ckpt", kind, deltas)
+    ckpt = save_checkpoint(base / "model.ckpt", kind, deltas, cmn=cmn)
     return ckpt, base / "out", export(ckpt, base / "out")
 
 
