@@ -62,7 +62,8 @@ def test_feature_stream_then_a_running_mean_equals_the_causal_frontend(deltas, s
     mfcc = spotter_model(deltas=deltas, cmn="causal").frontend
     wave = 0.1 * torch.randn(12_345)
     fs, means = FeatureStream(mfcc), RunningMean(mfcc)
-    streamed = torch.cat([means.push(fs.push(c)[None])[0] for c in chunks(wave, size)] + [means.push(fs.flush()[None])[0]])
+    steps = [fs.push(c) for c in chunks(wave, size)] + [fs.flush()]
+    streamed = torch.cat([means.push(x[None])[0] for x in steps])  # (T, F), each chunk's as it comes
     torch.testing.assert_close(streamed, mfcc(wave[None])[0], atol=1e-5, rtol=0)
 
 
