@@ -181,7 +181,7 @@ class WaveAugment(nn.Module):
                  sample_rate: int = 16000, place: bool = False, speed: float = 0.0, room: dict | None = None):
         super().__init__()
         self.speed = SpeedPerturb(speed, sample_rate=sample_rate) if speed else None
-        self.room = RoomMic(**room, sample_rate=sample_rate) if room else None
+        self.room = RoomMic(**room, sample_rate=sample_rate) if room is not None else None
         if shift_ms < 0 or not 0 <= noise_prob <= 1 or noise_volume < 0:
             raise ValueError(f"need shift_ms >= 0, 0 <= noise_prob <= 1, noise_volume >= 0; got "
                              f"{shift_ms}, {noise_prob}, {noise_volume}")

@@ -235,3 +235,9 @@ def test_wave_augment_defaults_keep_the_random_stream_of_shift_and_noise_alone()
         torch.manual_seed(7)
         outs.append((augment(wave, noise), torch.rand(4)))  # the output and what is drawn after it
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_an_empty_room_config_means_the_default_room_not_none():
+    # data.augment.room={} on the command line: RoomMic's defaults, not augmentation off
+    assert isinstance(WaveAugment(room={}).room, RoomMic)
+    assert WaveAugment(room=None).room is None
