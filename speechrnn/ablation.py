@@ -16,6 +16,7 @@ written into a README between its marker lines.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -82,9 +83,28 @@ def _command(tool: str, args: list[str], best: str = "") -> str:
     return line.replace(best, SYNTHETIC_BEST) if best else line
 
 
-def _train_cell(cell: dict, col: str, args: list[str], run: Path, best: str = "") -> str:
-    """Train with ``args`` into ``run``; its test accuracy and command go under ``col``. Returns its best checkpoint."""
+DONE = "ablation_run.json"  # in a finished run's folder: its arguments and metrics
+
+
+def _trained(args: list[str], run: Path) -> dict:
+    """The metrics of training with ``args`` into ``run``: reused when ``run`` already finished with
+    the same arguments, so an interrupted sweep, or one split over processes (``--models rnn`` and
+    ``--models gru`` side by side, then both together to write the table), trains each cell once."""
+    try:
+        done = json.loads((run / DONE).read_text())
+        if done["args"] == args and Path(done["metrics"]["best_checkpoint"]).exists():
+            return done["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     metrics = run_train(args + [f"paths.output_dir={run}", "trainer.enable_progress_bar=false"])
+    atomic_write_json(run / DONE, {"args": args, "metrics": {k: metrics[k] for k in ("test/acc", "best_checkpoint")}})
+    return metrics
+
+
+def _train_cell(cell: dict, col: str, args: list[str], run: Path, best: str = "") -> str:
+    """Train with ``args`` into ``run`` (or reuse that run, see ``_trained``); its test accuracy and command go
+    under ``col``. Returns its best checkpoint."""
+    metrics = _trained(args, run)
     cell[col], cell[f"{col}_cmd"] = metrics["test/acc"], _command("train", args, best)
     return metrics["best_checkpoint"]
 

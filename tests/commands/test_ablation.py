@@ -43,6 +43,22 @@ def test_several_seeds_give_mean_spread_and_per_seed_runs(tmp_path):
     assert "Seeds: 3, 4." in markdown([row]) and " ± " in markdown([row])
 
 
+def test_a_finished_run_is_reused_and_one_with_other_arguments_is_trained_again(tmp_path, monkeypatch):
+    root, extra = _tiny(tmp_path)
+    sweep = Sweep(tmp_path / "out", extra=tuple(extra), cache_dir=str(tmp_path / "cache"))
+    [first] = ablate(["rnn"], sweep)
+    import speechrnn.ablation as ablation
+    trained = []
+    monkeypatch.setattr(ablation, "run_train", lambda args: trained.append(args) or pytest.fail("retrained"))
+    [again] = ablate(["rnn"], sweep)  # an interrupted or split sweep picks up what is done
+    assert again["synthetic"] == first["synthetic"] and not trained
+    monkeypatch.undo()
+    [other] = ablate(["rnn"], Sweep(tmp_path / "out", extra=(*extra, "trainer.max_epochs=2"),
+                                    cache_dir=str(tmp_path / "cache")))
+    done = json.loads((tmp_path / "out" / "rnn-synthetic-seed0" / "ablation_run.json").read_text())
+    assert done["args"][-2:] == ["trainer.max_epochs=2", "seed=0"] and done["metrics"]["test/acc"] == other["synthetic"]
+
+
 def test_a_seed_override_is_refused_in_favour_of_seeds(tmp_path):
     with pytest.raises(ValueError, match="--seeds"):
         ablate(["rnn"], Sweep(tmp_path, extra=("seed=1",)))
