@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from speechrnn.core.audio import as_float
+from speechrnn.core.audio import SAMPLE_RATE, as_float
 from speechrnn.data.augment import WaveAugment
 from speechrnn.data.cache import ClipArray, decode_split
 from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, load_noise_dir,
@@ -57,6 +57,26 @@ class ClipDataset(Dataset):
 def _mix(*ints: int) -> int:
     """A well-spread 63-bit seed from several integers."""
     return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+MAX_NOISE_SECONDS = 300  # longer noise recordings are cut: 5 minutes of each is plenty of variety
+
+
+def tile_noise(noise: list[torch.Tensor], clip_samples: int, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Noise recordings as one ``(K, M)`` tensor a batch can index: each repeated end to end up to
+    the longest (at least a clip, at most ``MAX_NOISE_SECONDS``), so a short recording neither crops
+    the others nor is too short to cut a clip from.
+
+    Args:
+        noise (list[Tensor]): ``(M_k,)`` non-empty recordings.
+        clip_samples (int): the length of a training clip.
+        sample_rate (int, optional): rate of the recordings. (Default: ``16000``)
+
+    Shapes:
+        ``K x (M_k,)`` -> ``(K, M)``.
+    """
+    n = min(max(clip_samples, *(len(x) for x in noise)), MAX_NOISE_SECONDS * sample_rate)
+    return torch.stack([x.repeat(-(-n // len(x)))[:n] for x in noise])
 
 
 class EpochSampler(Sampler[int]):
@@ -192,6 +212,7 @@ class SpeechCommandsData(L.LightningDataModule):
         if self.splits:
             return
         noise = load_noise(self.root)
+        extra = self._extra_noise()  # checked before the splits are decoded: a wrong path fails fast
         found = scan(self.root)
         check_label_folders(self.root, list(found), self.labels)
         folders = split_clips(self.root, found, **self.split_rule)
@@ -203,23 +224,26 @@ class SpeechCommandsData(L.LightningDataModule):
             self.splits[split] = decode_split(items, self.labels, self.cache_dir, noise=noise, align=self.align,
                                                name=split)
             log.info("%s", self._size_line(split))
-        # noise for augmentation, cut to a common length so a batch can index it
-        if self.noise_dir is not None:
-            if not self.noise_dir.is_dir():
-                raise DatasetError(f"{self.noise_dir}: data.noise_dir is not a folder of .wav noise recordings")
-            extra = load_noise_dir(self.noise_dir)
-            if not extra:
-                raise DatasetError(f"{self.noise_dir}: data.noise_dir holds no readable .wav file")
-            shortest, clip = min(len(x) for x in extra), self.splits["training"].waves.shape[1]
-            if shortest < clip:  # all noise is cut to the shortest, and augmentation cuts clip-long pieces of it
-                raise DatasetError(f"{self.noise_dir}: a data.noise_dir recording is shorter than a clip "
-                                   f"({shortest} < {clip} samples)")
-            noise = noise + extra
+        noise = [x for x in noise + extra if len(x)]  # augmentation's noise: the dataset's own, then noise_dir's
         if noise:
-            n = min(len(x) for x in noise)
-            self.noise = torch.stack([x[:n] for x in noise])  # (K, M)
+            self.noise = tile_noise(noise, self.splits["training"].waves.shape[1])  # (K, M)
         # the run's seed (L.seed_everything), so seed=... changes the augmentation draws too
         self.augment_seed = torch.initial_seed()
+
+    def _extra_noise(self) -> list[torch.Tensor]:
+        """The recordings of ``noise_dir`` (none without it).
+
+        Raises:
+            DatasetError: ``noise_dir`` is not a folder, or holds no readable ``.wav``.
+        """
+        if self.noise_dir is None:
+            return []
+        if not self.noise_dir.is_dir():
+            raise DatasetError(f"{self.noise_dir}: data.noise_dir is not a folder of .wav noise recordings")
+        extra = load_noise_dir(self.noise_dir)
+        if not extra:
+            raise DatasetError(f"{self.noise_dir}: data.noise_dir holds no readable .wav file")
+        return extra
 
     def _size_line(self, split: str) -> str:
         """``training split: 293 clips (yes 25, no 27, ...)``: what a split holds once decoded, per label."""

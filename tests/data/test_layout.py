@@ -234,25 +234,31 @@ def test_noise_dir_recordings_join_the_datasets_own_noise(tone_folder, tmp_path)
     data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4,
                               noise_dir=str(tmp_path / "noise"))
     data.setup()
-    assert own.noise.shape == (1, 48000) and data.noise.shape == (3, 32000)  # cut to the shortest recording
-    torch.testing.assert_close(data.noise[0], own.noise[0, :32000])  # the dataset's own first
-    for row, x in zip(data.noise[1:], extra):
-        torch.testing.assert_close(row, torch.from_numpy(x), rtol=0, atol=1 / 32768)  # 16-bit wavs
+    assert own.noise.shape == (1, 48000) and data.noise.shape == (3, 48000)  # the longest recording's length
+    torch.testing.assert_close(data.noise[0], own.noise[0])  # the dataset's own first, whole
+    for row, x in zip(data.noise[1:], extra):  # the shorter ones repeated end to end
+        torch.testing.assert_close(row, torch.from_numpy(np.tile(x, 2)[:48000]), rtol=0, atol=1 / 32768)  # 16-bit wavs
     assert data.files("training") == own.files("training")  # the splits do not change
 
 
+def test_noise_shorter_than_a_clip_is_repeated_to_a_clip_and_a_long_one_is_cut():
+    from speechrnn.data.datamodule import MAX_NOISE_SECONDS, tile_noise
+    assert tile_noise([torch.arange(1.0, 4.0)], clip_samples=8).tolist() == [[1, 2, 3, 1, 2, 3, 1, 2]]
+    long = tile_noise([torch.zeros(MAX_NOISE_SECONDS * 100 + 5), torch.ones(10)], clip_samples=8, sample_rate=100)
+    assert long.shape == (2, MAX_NOISE_SECONDS * 100) and bool((long[1] == 1).all())
+
+
 @pytest.mark.parametrize("content, match", [
-    (None, "not a folder"), ({"notes.txt": "not a recording"}, "no readable .wav"),
-    ({"short.wav": 8000}, r"shorter than a clip \(8000 < 16000 samples\)")], ids=["missing", "no_wav", "short_wav"])
-def test_a_noise_dir_without_clip_long_recordings_is_refused_by_name(tone_folder, tmp_path, content, match):
+    (None, "not a folder"), ({"notes.txt": "not a recording"}, "no readable .wav")], ids=["missing", "no_wav"])
+def test_a_noise_dir_without_recordings_is_refused_by_name_before_decoding(tone_folder, tmp_path, content, match,
+                                                                         monkeypatch):
     from speechrnn.data.datamodule import SpeechCommandsData
     folder = tmp_path / "noise"
-    for name, what in (content or {}).items():
-        if isinstance(what, int):  # a recording of that many samples
-            write_wav(folder / name, (0.05 * np.random.default_rng(0).standard_normal(what)).astype(np.float32))
-        else:
-            folder.mkdir(exist_ok=True)
-            (folder / name).write_text(what)
+    for name, text in (content or {}).items():
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
     data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4, noise_dir=str(folder))
+    import speechrnn.data.datamodule as datamodule
+    monkeypatch.setattr(datamodule, "decode_split", lambda *a, **k: pytest.fail("decoded before the check"))
     with pytest.raises(DatasetError, match=re.escape(str(folder)) + ".*" + match):
         data.setup()
