@@ -90,10 +90,11 @@ def _seeded(module, wave: torch.Tensor, seed: int) -> torch.Tensor:
     return module(wave)
 
 
-def test_speed_keeps_the_shape_and_is_drawn_from_the_seed():
+@pytest.mark.parametrize("augment", [SpeedPerturb(max_change=0.1, step=0.05),
+                                     RoomMic(reverb_prob=0.5, band_prob=0.5, clip_prob=0.5)], ids=["speed", "room"])
+def test_speed_and_room_keep_the_shape_and_are_drawn_from_the_seed(augment):
     wave = torch.randn(16, 4000) * 0.1
-    speed = SpeedPerturb(max_change=0.1, step=0.05)
-    a, b, c = _seeded(speed, wave, 1), _seeded(speed, wave, 1), _seeded(speed, wave, 2)
+    a, b, c = _seeded(augment, wave, 1), _seeded(augment, wave, 1), _seeded(augment, wave, 2)
     assert a.shape == wave.shape
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
@@ -133,15 +134,6 @@ def test_speed_refuses_bad_arguments(kwargs):
 
 def _rms(wave: torch.Tensor) -> torch.Tensor:
     return wave.pow(2).mean(1).sqrt()  # (B,)
-
-
-def test_room_keeps_the_shape_and_is_drawn_from_the_seed():
-    wave = torch.randn(16, 4000) * 0.05
-    room = RoomMic(reverb_prob=0.5, band_prob=0.5, clip_prob=0.5)
-    a, b, c = _seeded(room, wave, 1), _seeded(room, wave, 1), _seeded(room, wave, 2)
-    assert a.shape == wave.shape
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert not torch.equal(a, c)
 
 
 def test_room_keeps_each_clips_level_through_reverb_and_band_limiting():
