@@ -138,11 +138,13 @@ class RoomMic(nn.Module):
         n_fft = -(-(N + self.rir_len) // 2000) * 2000  # linear convolution; 2^4 * 5^3 keeps the FFT fast
         response = torch.ones(B, n_fft // 2 + 1, dtype=torch.complex64)  # (B, F)
         if reverb.any():
-            rir = self.impulse_responses(B) * reverb[:, None] + F.one_hot(torch.zeros(B, dtype=torch.long), self.rir_len) * ~reverb[:, None]
+            rir = self.impulse_responses(B)  # (B, L)
+            rir[~reverb, 1:] = 0  # the direct sound alone: a dry clip
             response = response * torch.fft.rfft(rir, n_fft)
         if band.any():
-            mic = self.mic_responses(B, torch.fft.rfftfreq(n_fft, 1 / self.sample_rate))
-            response = response * torch.where(band[:, None], mic, torch.ones_like(mic))
+            mic = self.mic_responses(B, torch.fft.rfftfreq(n_fft, 1 / self.sample_rate))  # (B, F)
+            mic[~band] = 1.0  # a flat microphone
+            response = response * mic
         x = wave
         if reverb.any() or band.any():
             x = torch.fft.irfft(torch.fft.rfft(wave, n_fft) * response.to(wave.device), n_fft)[:, :N]  # (B, N)
