@@ -55,6 +55,7 @@ from speechrnn.inference.detect import (add_smoothing_args, calibrate, calibrati
 from speechrnn.core.errors import friendly
 from speechrnn.evaluation.report import write_detection_curves
 from speechrnn.inference.backends import load_backend
+from speechrnn.inference.transcription import speed_line
 from speechrnn.evaluation.stream_score import (build_recording, field_score, noise_bed, operating_point, read_labels, score,
                                                window_probs)
 
@@ -186,8 +187,7 @@ def render_result(r: dict, source: str, seconds: float, threshold: float, tolera
     lines = [f"{r['model']}: {s['words']} words in {seconds / 60:.1f} min ({source}): {s['matched_pct']:.1f}% matched, "
              f"{s['correct_pct']:.1f}% correct, {s['wrong_pct']:.1f}% wrong, {s['false_alarms_pct']:.1f}% false "
              f"alarms (threshold {threshold:g}, tolerance {tolerance_ms:g} ms)",
-             f"  streamed {seconds:.1f} s of audio in {r['processing_seconds']:.2f} s of processing: real-time "
-             f"factor {r['real_time_factor']:.3f} on {threads} thread(s)",
+             f"  {speed_line(seconds, r['processing_seconds'], threads)}",
              f"  {'threshold':>9}  {'correct':>8}  {'wrong':>6}  {'missed':>6}  {'FA/hour':>8}"]
     for q in r["points"]:
         lines.append(f"  {q['threshold']:>9g}  {q['correct_pct']:>7.1f}%  {q['wrong']:>6d}  {q['missed']:>6d}  "
