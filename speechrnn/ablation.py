@@ -45,6 +45,7 @@ COLUMNS = {"synthetic": "held-out synthetic speakers (kws12)",
 # what the commands call the synthetic run's checkpoint: a reader's own run lands elsewhere
 SYNTHETIC_BEST = "<synthetic run>/checkpoints/best.ckpt"
 README_BEGIN, README_END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
+DONE = "ablation_run.json"  # in a finished run's folder: its arguments and metrics
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,6 @@ def _command(tool: str, args: list[str], best: str = "") -> str:
     """The command line of a cell, the synthetic run's checkpoint ``best`` named ``SYNTHETIC_BEST``."""
     line = f"python -m speechrnn.{tool} " + " ".join(args)
     return line.replace(best, SYNTHETIC_BEST) if best else line
-
-
-DONE = "ablation_run.json"  # in a finished run's folder: its arguments and metrics
 
 
 def _trained(args: list[str], run: Path) -> dict:
