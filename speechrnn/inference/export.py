@@ -84,9 +84,28 @@ def export_onnx(module: nn.Module, example: Tensor, path: Path, meta: dict) -> N
                           dynamic_shapes=({0: torch.export.Dim("batch")},))
     log.setLevel(level)
     graph = onnx.load(str(path))
+    _share_equal_initializers(graph.graph)
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
+
+
+def _share_equal_initializers(graph) -> None:
+    """Keep one copy of equal constants: the exporter folds ``W_hh.t()`` of a small recurrence into a
+    constant at every traced step, so a 12-step RNN of 64 units held 12 copies of W_hh^T (401 kB
+    where its weights are 46 kB). Nodes read the first copy; the others are dropped."""
+    from onnx import numpy_helper
+
+    first, renamed = {}, {}
+    for init in graph.initializer:
+        value = numpy_helper.to_array(init)
+        key = (init.data_type, tuple(init.dims), value.tobytes())
+        renamed[init.name] = first.setdefault(key, init.name)
+    for node in graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    kept = [init for init in graph.initializer if renamed[init.name] == init.name]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _weights_as_matmul(graph) -> None:
