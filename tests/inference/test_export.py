@@ -201,7 +201,12 @@ def test_int8_model_has_int8_weights_a_float_frontend_and_the_same_metadata(int8
     assert sum(kind == onnx.TensorProto.INT8 for kind in matrices.values()) == 2 * 2 + 1  # W_xh, W_hh a layer; W_hy
     float_meta, int8_meta = ({p.key: p.value for p in m.metadata_props} for m in (float_model, int8_model))
     assert float_meta.items() <= int8_meta.items()  # onnxruntime adds a note of its own
-    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+
+    def weight_bytes(model) -> int:  # the recurrence's and classifier's, not the float frontend's
+        return sum(len(i.raw_data) for i in model.graph.initializer if not i.name.startswith("frontend."))
+
+    # the file itself need not shrink as much: the unrolled graph quantises each step's input anew
+    assert weight_bytes(int8_model) < weight_bytes(float_model) / 2
 
 
 def test_export_command_reports_the_int8_agreement_and_sizes(int8_export):
