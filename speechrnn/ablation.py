@@ -16,7 +16,6 @@ written into a README between its marker lines.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -24,17 +23,11 @@ from pathlib import Path
 
 import torch
 
+from speechrnn.core.atomic import atomic_write_json
 from speechrnn.core.cli import version_line
-from speechrnn.core.atomic import atomic_write_json, atomic_write_text
-from speechrnn.core.errors import SpeechRNNError, friendly
-from speechrnn.evaluation.evaluate import evaluate_config
-from speechrnn.training.fit import train
-from speechrnn.training.config import compose
-
-
-def run_train(overrides: list[str]) -> dict:
-    return train(compose("train", overrides))
-
+from speechrnn.core.errors import friendly
+from speechrnn.core.readme import check_readme, write_readme
+from speechrnn.training.sweep import command_line, evaluated, trained
 
 COLUMNS = {"synthetic": "held-out synthetic speakers (kws12)",
            "real_dev": "real dev split, zero-shot",
@@ -44,8 +37,7 @@ COLUMNS = {"synthetic": "held-out synthetic speakers (kws12)",
            "real_test": "real Speech Commands folder, zero-shot"}
 # what the commands call the synthetic run's checkpoint: a reader's own run lands elsewhere
 SYNTHETIC_BEST = "<synthetic run>/checkpoints/best.ckpt"
-README_BEGIN, README_END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
-DONE = "ablation_run.json"  # in a finished run's folder: its arguments and metrics
+README_SECTION = "ablation"  # the README's table lies between <!-- ablation:begin --> and <!-- ablation:end -->
 
 
 @dataclass(frozen=True)
@@ -78,41 +70,20 @@ def _run_dir(sweep: Sweep, model: str, kind: str, seed: int) -> Path:
     return sweep.out / f"{model}-{kind}-seed{seed}"
 
 
-def _command(tool: str, args: list[str], best: str = "") -> str:
-    """The command line of a cell, the synthetic run's checkpoint ``best`` named ``SYNTHETIC_BEST``."""
-    line = f"python -m speechrnn.{tool} " + " ".join(args)
-    return line.replace(best, SYNTHETIC_BEST) if best else line
-
-
-def _trained(args: list[str], run: Path) -> dict:
-    """The metrics of training with ``args`` into ``run``: reused when ``run`` already finished with
-    the same arguments, so an interrupted sweep, or one split over processes (``--models rnn`` and
-    ``--models gru`` side by side, then both together to write the table), trains each cell once."""
-    try:
-        done = json.loads((run / DONE).read_text())
-        if done["args"] == args and Path(done["metrics"]["best_checkpoint"]).exists():
-            return done["metrics"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    metrics = run_train(args + [f"paths.output_dir={run}", "trainer.enable_progress_bar=false"])
-    atomic_write_json(run / DONE, {"args": args, "metrics": {k: metrics[k] for k in ("test/acc", "best_checkpoint")}})
-    return metrics
-
-
 def _train_cell(cell: dict, col: str, args: list[str], run: Path, best: str = "") -> str:
-    """Train with ``args`` into ``run`` (or reuse that run, see ``_trained``); its test accuracy and command go
-    under ``col``. Returns its best checkpoint."""
-    metrics = _trained(args, run)
-    cell[col], cell[f"{col}_cmd"] = metrics["test/acc"], _command("train", args, best)
+    """Train with ``args`` into ``run`` (or reuse that run, ``speechrnn.training.sweep.trained``); its test
+    accuracy and command go under ``col``. Returns its best checkpoint."""
+    metrics = trained(args, run)
+    names = {best: SYNTHETIC_BEST} if best else None
+    cell[col], cell[f"{col}_cmd"] = metrics["test/acc"], command_line("train", args, names)
     return metrics["best_checkpoint"]
 
 
 def _evaluate_cell(cell: dict, col: str, best: str, args: list[str], out: Path, cache_dir: str) -> None:
     """Evaluate ``best`` as ``python -m speechrnn.evaluate ckpt_path=<best> <args>`` does, reports into ``out``;
     its accuracy and command go under ``col``."""
-    shown = [f"ckpt_path={best}", *args]
-    cfg = compose("evaluate", shown + [f"out_dir={out}", f"cache_dir={cache_dir}", f"data.cache_dir={cache_dir}"])
-    cell[col], cell[f"{col}_cmd"] = evaluate_config(cfg)["accuracy"], _command("evaluate", shown, best)
+    cell[col] = evaluated(best, args, out, cache_dir)["accuracy"]
+    cell[f"{col}_cmd"] = command_line("evaluate", [f"ckpt_path={best}", *args], {best: SYNTHETIC_BEST})
 
 
 def _real_folder_cells(cell: dict, model: str, seed: int, best: str, sweep: Sweep) -> None:
@@ -203,33 +174,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines + commands)
 
 
-def with_table(text: str, table: str, name: str) -> str:
-    """``text`` with ``table`` in place of what lies between its marker lines; the rest is left as it is.
-
-    Raises:
-        SpeechRNNError: ``text`` lacks one ``README_BEGIN`` line followed by one ``README_END`` line.
-    """
-    begin, end = text.find(README_BEGIN), text.find(README_END)
-    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or end < begin:
-        raise SpeechRNNError(f"{name}: no place for the table: it needs one line {README_BEGIN} and, below it, one "
-                             f"line {README_END}; add them where the table goes")
-    return text[:begin + len(README_BEGIN)] + "\n" + table + "\n" + text[end:]
-
-
-def read_readme(path: str) -> str:
-    """The README's text, byte for byte (newlines as they are); a file that cannot be read is a one-line error."""
-    try:
-        return Path(path).read_bytes().decode("utf-8")
-    except OSError as err:
-        raise SpeechRNNError(f"{path}: cannot read it ({err.strerror}); --readme names the README to write "
-                             "the table into") from None
-
-
-def write_readme(path: str, table: str) -> None:
-    """Put ``table`` between the marker lines of the README at ``path``, atomically."""
-    atomic_write_text(path, with_table(read_readme(path), table, path))
-
-
 @friendly
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m speechrnn.ablation", description=__doc__.split("\n\n")[0])
@@ -245,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/ablation", help="where runs and ablation.json go")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, each a full run (default 0)")
     p.add_argument("--readme", help="also write the table between the README's lines "
-                                    f"{README_BEGIN} and {README_END}")
+                                    f"<!-- {README_SECTION}:begin --> and <!-- {README_SECTION}:end -->")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the synthetic and FSDD runs, "
                                                 "e.g. trainer.max_epochs=20")
     args = p.parse_args(argv)
@@ -254,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if args.readme:
-        with_table(read_readme(args.readme), "", args.readme)  # a README without markers fails now, not after the sweep
+        check_readme(args.readme, README_SECTION)  # a README without markers fails now, not after the sweep
     sweep = Sweep(Path(args.out), real_test=args.real_test, real_folder=args.real_folder, fsdd=args.fsdd,
                   extra=tuple(args.overrides), real_extra=tuple(shlex.split(args.real_overrides)))
     table = markdown(ablate(args.models.split(","), sweep, seeds))
     print(table)
     if args.readme:
         command = shlex.join(["python", "-m", "speechrnn.ablation", *(sys.argv[1:] if argv is None else argv)])
-        write_readme(args.readme, f"{table}\n\nWritten by `{command}` with {version_line()}.")
+        write_readme(args.readme, f"{table}\n\nWritten by `{command}` with {version_line()}.", README_SECTION)
 
 
 if __name__ == "__main__":

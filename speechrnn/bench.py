@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import math
 import os
 import platform
 import re
@@ -48,6 +47,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
+from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, COMMANDS
@@ -55,36 +55,6 @@ from speechrnn.model.rnn import ElmanRNN
 from speechrnn.training.config import compose
 
 CLIP_SAMPLES = 16000
-
-
-def race(contenders: dict[str, Callable[[], object]], sync: Callable[[], None], seconds: float = 0.0,
-         rounds: int = 3, min_time: float = 2e-3) -> dict[str, float]:
-    """Best seconds per call of each contender over interleaved rounds.
-
-    Runs at least ``rounds`` rounds and goes on until ``seconds`` have passed, so that a
-    burst of load from other processes cannot cover every round. Calls too short to
-    time alone are repeated until one timing lasts ``min_time``.
-    """
-    repeats = {}
-    for name, fn in contenders.items():  # warm-up: allocator, BLAS and autograd caches
-        fn()
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        repeats[name] = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
-    best = dict.fromkeys(contenders, math.inf)
-    names, start, r = list(contenders), time.perf_counter(), 0
-    while r < rounds or time.perf_counter() - start < seconds:
-        for name in names if r % 2 == 0 else names[::-1]:  # alternate who goes first
-            fn, n = contenders[name], repeats[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            sync()
-            best[name] = min(best[name], (time.perf_counter() - t0) / n)
-        r += 1
-    return best
 
 
 def rnn_gemms(B: int, T: int, I: int, H: int) -> dict[str, tuple[int, int, int, int]]:

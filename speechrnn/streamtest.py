@@ -46,22 +46,26 @@ import soundfile as sf
 import torch
 
 from speechrnn.core.cli import version_line
-from speechrnn.core.atomic import atomic_save, atomic_write_json, atomic_write_text
+from speechrnn.core.atomic import atomic_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 from speechrnn.core.audio import as_float, load_pcm16, to_pcm16
 from speechrnn.model.checkpoint import CheckpointError
 from speechrnn.data.layout import DatasetError, load_noise, load_noise_dir
 from speechrnn.inference.detect import (add_smoothing_args, calibrate, calibration_path, smoothing_from_args, sweep,
                               write_calibration)
 from speechrnn.core.errors import friendly
+from speechrnn.core.readme import check_readme, write_readme
 from speechrnn.evaluation.report import write_detection_curves
 from speechrnn.inference.backends import load_backend
 from speechrnn.inference.transcription import speed_line
 from speechrnn.evaluation.stream_score import (build_recording, field_score, noise_bed, operating_point, read_labels, score,
                                                window_probs)
 
-THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+# every 0.01: an operating point for a budget is only as good as the nearest threshold swept
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.3, 0.995, 0.01))
 CALIBRATION_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.995, 0.01))
-BUDGETS = (1.0, 0.1)  # false accepts per hour the report gives the best operating point for
+BUDGETS = (50.0, 10.0, 1.0, 0.1)  # false accepts per hour the report gives the best operating point for
+README_SECTION = "streamtest"  # --readme writes between <!-- streamtest:begin --> and <!-- streamtest:end -->
+CURVE_IN_README = "docs/streaming-curve.png"  # where --readme puts the curve, beside the README
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,6 +98,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-fa-per-hour", type=float, help="with --calibrate: the budget of false accepts per hour")
     add_smoothing_args(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see speechrnn.transcribe)")
+    p.add_argument("--readme", help="also write the table of operating points, the command and the curve (copied to "
+                                    f"{CURVE_IN_README} beside it) between the README's lines "
+                                    f"<!-- {README_SECTION}:begin --> and <!-- {README_SECTION}:end -->")
     args = p.parse_args(argv)
     if bool(args.wav) != bool(args.labels) and not args.calibrate:
         p.error("--wav and --labels go together")
@@ -103,6 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--snr-db takes one value, or a range LOW HIGH with LOW <= HIGH")
     if not all(0 <= t <= 1 for t in args.thresholds) or args.minutes <= 0:
         p.error("--thresholds are probabilities in [0, 1], and --minutes must be positive")
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, as --readme shows it
     return args
 
 
@@ -179,6 +187,31 @@ def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
                            f"noise {noise}{snr}, seed {args.seed}")
     print(f"one false accept in {seconds / 60:.1f} min is {3600 / seconds:.2g} per hour; "
           f"report: {out / 'report.json'}, curve: {out / 'curve.png'}")
+    if args.readme:
+        curve = Path(args.readme).parent / CURVE_IN_README
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(curve, (out / "curve.png").read_bytes())
+        command = " ".join(["python -m speechrnn.streamtest", *args.argv])
+        write_readme(args.readme, readme_table(results, about, command), README_SECTION)
+
+
+def readme_table(results: list[dict], about: dict, command: str) -> str:
+    """The README's streaming table: each model's keywords correct within each budget, its real-time factor,
+    what the recording was, the command, and the curve."""
+    head = [f"at <= {b:g} FA/hour" for b in BUDGETS]
+    lines = ["| model | " + " | ".join(head) + " | best (its FA/hour) | real-time factor |", "|---" * (len(head) + 3) + "|"]
+    for r in results:
+        cells = [f"{q['correct_pct']:.1f} %" if q else "-" for q in r["operating_points"].values()]
+        best = max(r["points"], key=lambda q: (q["correct"], -q["fa_per_hour"]))
+        lines.append(f"| {r['model']} | " + " | ".join(cells) +
+                     f" | {best['correct_pct']:.1f} % ({best['fa_per_hour']:g}) | {r['real_time_factor']:.3f} |")
+    snr = f", SNR {' to '.join(f'{v:g}' for v in about['snr_db'])} dB" if about["snr_db"] else ""
+    noise = Path(about["noise"] or Path(about["data"]) / "_background_noise_").name
+    lines += ["", f"{about['seconds'] / 60:g} minutes, {about['words']} words ({about['split']} split of "
+                  f"{Path(about['data']).name}), noise {noise}{snr}, seed {about['seed']}, {about['threads']} thread(s); "
+                  f"one false accept is {about['fa_per_hour_resolution']:g} per hour. Written by `{command}` with "
+                  f"{version_line()}.", "", f"![miss rate against false accepts per hour]({CURVE_IN_README})"]
+    return "\n".join(lines)
 
 
 def render_result(r: dict, source: str, seconds: float, threshold: float, tolerance_ms: float, threads: int) -> str:
@@ -234,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate:
         calibrate_models(args, backends)
         return 0
+    if args.readme:
+        check_readme(args.readme, README_SECTION)  # fails now, not after the run
     out = Path(args.out or Path(args.model[0]).parent / f"streamtest_{args.split}_seed{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     benchmark(args, backends, out)

@@ -36,6 +36,7 @@ from speechrnn.data.augment import WaveAugment
 from speechrnn.data.cache import ClipArray, decode_split
 from speechrnn.data.layout import (SPLITS, DatasetError, check_label_folders, label_items, load_noise, load_noise_dir,
                                    scan, split_clips, task_labels)
+from speechrnn.data.noise import NOISES, generated_noise
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ class SpeechCommandsData(L.LightningDataModule):
         augment (dict, optional): ``WaveAugment`` arguments; ``None`` turns it off. (Default: ``None``)
         noise_dir (str, optional): a folder of ``.wav`` noise recordings (e.g. another dataset's
             ``_background_noise_``) that augmentation mixes in besides the dataset's own noise;
-            ``_silence_`` clips are still cut from the dataset's own. (Default: ``None``)
+            ``_silence_`` clips are still cut from the dataset's own. With neither, augmentation
+            mixes in generated noise (``speechrnn.data.noise``). (Default: ``None``)
         synth (dict, optional): if given, ``prepare_data`` synthesises the embedded corpus at
             ``root`` with these ``speechrnn.data.synthetic.generate_corpus`` arguments. (Default: ``None``)
         download (bool, optional): fetch the official archive when ``root`` is missing. (Default: ``False``)
@@ -225,6 +227,10 @@ class SpeechCommandsData(L.LightningDataModule):
                                                name=split)
             log.info("%s", self._size_line(split))
         noise = [x for x in noise + extra if len(x)]  # augmentation's noise: the dataset's own, then noise_dir's
+        if not noise and self.augment is not None and self.augment.noise_prob > 0 and self.augment.noise_volume > 0:
+            noise = generated_noise()  # a folder without recordings would otherwise train on clean clips only
+            log.info("%s: no _background_noise_ recordings and no data.noise_dir: training mixes in generated noise "
+                     "(%s)", self.root, ", ".join(NOISES))
         if noise:
             self.noise = tile_noise(noise, self.splits["training"].waves.shape[1])  # (K, M)
         # the run's seed (L.seed_everything), so seed=... changes the augmentation draws too

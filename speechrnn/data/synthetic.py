@@ -36,6 +36,7 @@ from speechrnn.core.atomic import staged_dir
 from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
+from speechrnn.data.noise import noise_recordings
 
 # Every English accent espeak-ng ships except en-Shaw, which reads the Shavian
 # alphabet with plain "en" phonemes: 8 distinct pronunciations of the same word.
@@ -61,7 +62,6 @@ MARGIN, FADE = 800, 80  # samples at 16 kHz: 50 ms kept clear at each edge when 
 MARKER = ".complete.json"
 README_TITLE = "# Synthetic Speech Commands (espeak-ng)"
 FORMAT = 1  # bump when the rendering changes, so old corpora are regenerated
-NOISES = ("white_noise", "pink_noise", "brown_noise", "running_tap", "hum")
 
 
 @lru_cache(maxsize=1)
@@ -259,26 +259,6 @@ def render_clip(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray
     return to_pcm16(torch.from_numpy(clip)).numpy()
 
 
-def make_noise(kind: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Background noise as int16, -20 dBFS RMS (less if its peak would clip): one of ``NOISES``."""
-    freqs = np.fft.rfftfreq(num_samples, 1 / SAMPLE_RATE)
-    f = np.maximum(freqs, 20.0)
-    shape = {"white_noise": np.ones_like(f), "pink_noise": f ** -0.5, "brown_noise": f ** -1.0,
-             "running_tap": np.exp(-0.5 * (np.log2(f / 2500) / 0.8) ** 2), "hum": f ** -0.5 * 0.05}
-    if kind not in shape:
-        raise ValueError(f"unknown noise {kind!r}: expected one of {NOISES}")
-    spectrum = np.fft.rfft(rng.standard_normal(num_samples)) * shape[kind]
-    x = np.fft.irfft(spectrum, num_samples)  # (S,)
-    t = np.arange(num_samples) / SAMPLE_RATE
-    if kind == "running_tap":  # water splashes: a quickly fluctuating envelope
-        env = np.abs(np.fft.irfft(np.fft.rfft(rng.standard_normal(num_samples)) * (freqs < 8), num_samples))
-        x *= 0.4 + env / env.mean()
-    elif kind == "hum":  # mains hum: 50 Hz and harmonics over faint pink noise
-        x = x / x.std() * 0.05 + sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 9))
-    x *= min(0.1 / x.std(), 0.9 / np.abs(x).max())  # -20 dBFS RMS unless that would clip
-    return to_pcm16(torch.from_numpy(x)).numpy()
-
-
 def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500, val_speakers: int = 50,
                     test_speakers: int = 50, clips_per_speaker: int = 1, seed: int = 0,
                     noise_seconds: float = 60.0, accents=ACCENTS, variants=VARIANTS,
@@ -346,8 +326,7 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
             torch.set_num_threads(threads)
         for split, names in lists.items():
             (stage / f"{split}_list.txt").write_text("".join(f"{x}\n" for x in sorted(names)))
-        for k, kind in enumerate(NOISES):
-            noise = make_noise(kind, int(noise_seconds * SAMPLE_RATE), np.random.default_rng([seed, 1, k]))
+        for kind, noise in noise_recordings(noise_seconds, seed):
             sf.write(stage / BACKGROUND_NOISE_DIR / f"{kind}.wav", noise, SAMPLE_RATE, subtype="PCM_16")
         (stage / "README.md").write_text(_readme(params, speakers))
         (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")

@@ -68,12 +68,12 @@ def evaluate_config(cfg: DictConfig) -> dict:
     if cfg.align not in ALIGNMENTS:
         raise DatasetError(f"align must be one of {', '.join(ALIGNMENTS)}, got {cfg.align!r}")
     model = load_model(cfg.ckpt_path)
-    clips, source = _config_clips(cfg, model.labels)
+    clips, source = config_clips(cfg, model.labels)
     return evaluate_clips(model, clips, model.labels, cfg.out_dir, cfg.batch_size,
                           extra={"checkpoint": str(cfg.ckpt_path), "dataset": source, "align": cfg.align})
 
 
-def _config_clips(cfg: DictConfig, labels: list[str]) -> tuple[ClipArray, str]:
+def config_clips(cfg: DictConfig, labels: list[str]) -> tuple[ClipArray, str]:
     """The clips an ``evaluate`` config names (``cfg.folder`` whole, else a split of ``cfg.data``), and their name."""
     if cfg.folder:
         return folder_clips(cfg.folder, labels, cfg.cache_dir, cfg.align), str(cfg.folder)

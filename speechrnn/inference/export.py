@@ -23,9 +23,11 @@ raises unless the largest logit difference is under ``TOLERANCE``.
 
 * ``DIR/model.int8.onnx`` (``--int8``): ``model.onnx`` with int8 weights, by onnxruntime's
   dynamic quantisation (weights int8, activations quantised on the fly), the same metadata.
-  The recurrence, the classifier and an LSTM are quantised; the MFCC's filterbank and DCT stay
-  float (a power spectrum spans more decades than 8 bits hold), and so does a GRU (onnxruntime
-  has no dynamic int8 GRU). Rounding moves its logits by more than ``TOLERANCE``, so it is
+  The basic RNN's recurrence and every classifier are quantised; the MFCC's filterbank and DCT stay
+  float (a power spectrum spans more decades than 8 bits hold), and so do a GRU (onnxruntime
+  has no dynamic int8 GRU) and an LSTM (the exporter reorders its gates at run time with Slice
+  and Concat, so its weights reach the LSTM node as computed values, which dynamic quantisation
+  leaves alone). Rounding moves its logits by more than ``TOLERANCE``, so it is
   compared with ``model.onnx`` by the labels both predict on the test clips.
 """
 
@@ -84,9 +86,30 @@ def export_onnx(module: nn.Module, example: Tensor, path: Path, meta: dict) -> N
                           dynamic_shapes=({0: torch.export.Dim("batch")},))
     log.setLevel(level)
     graph = onnx.load(str(path))
+    _share_equal_initializers(graph.graph)
+    for node in graph.graph.node:  # the exporter's debugging notes (source names, FX nodes): half a small RNN's file
+        del node.metadata_props[:]
     for key, value in meta.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.save(graph, str(path))
+
+
+def _share_equal_initializers(graph) -> None:
+    """Keep one copy of equal constants: the exporter folds ``W_hh.t()`` of a small recurrence into a
+    constant at every traced step, so a 12-step RNN of 64 units held 12 copies of W_hh^T (401 kB
+    where its weights are 46 kB). Nodes read the first copy; the others are dropped."""
+    from onnx import numpy_helper
+
+    first, renamed = {}, {}
+    for init in graph.initializer:
+        value = numpy_helper.to_array(init)
+        key = (init.data_type, tuple(init.dims), value.tobytes())
+        renamed[init.name] = first.setdefault(key, init.name)
+    for node in graph.node:
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    kept = [init for init in graph.initializer if renamed[init.name] == init.name]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _weights_as_matmul(graph) -> None:
@@ -145,8 +168,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     model = onnx.load(str(src))
     _weights_as_matmul(model.graph)
-    for node in model.graph.node:  # the exporter's debugging notes (source names, FX nodes), a third of a file
-        del node.metadata_props[:]
     frontend = [node.name for node in model.graph.node if any(i.startswith("frontend.") for i in node.input)]
     # quantize_dynamic advises pre-processing (for CNNs) with logging.warning, which would also give the
     # root logger a stderr handler for good: a handler that drops everything below ERROR, for the call only

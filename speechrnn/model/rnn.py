@@ -255,9 +255,16 @@ class ElmanRNN(nn.Module):
             raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(x_t.shape)}")
         state = self._initial_state(state, x_t.shape[0], x_t)  # (L, B, H)
         lean = not self._recorded(x_t, state)
+        # at B=1 a step is a few microseconds, so the lean path spares every call it can: the cells
+        # without nn.Module.__getattr__ (~1 us a name), and one layer without unbind and stack
+        cells = self._modules["layers"]._modules.values()
+        if lean and self.num_layers == 1:
+            cell, = cells
+            h_t = cell.lean_step(x_t, state[0])  # (B, H)
+            return h_t, h_t.unsqueeze(0)  # (B, H), (1, B, H)
         h_new = []
-        for l, (cell, h_prev) in enumerate(zip(self.layers, state.unbind())):
-            if l:  # as forward: dropout only on what a layer passes up
+        for l, (cell, h_prev) in enumerate(zip(cells, state.unbind())):
+            if l and self.training:  # as forward: dropout only on what a layer passes up
                 x_t = F.dropout(x_t, self.dropout, self.training)
             x_t = cell.lean_step(x_t, h_prev) if lean else cell(x_t, h_prev)  # (B, H), the input of the next layer
             h_new.append(x_t)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from speechrnn.ablation import README_BEGIN, README_END, Sweep, ablate, main, markdown, write_readme
+from speechrnn.ablation import Sweep, ablate, main, markdown
+from speechrnn.core.readme import markers
 
 from helpers import tone_corpus
 
@@ -47,15 +48,15 @@ def test_a_finished_run_is_reused_and_one_with_other_arguments_is_trained_again(
     root, extra = _tiny(tmp_path)
     sweep = Sweep(tmp_path / "out", extra=tuple(extra), cache_dir=str(tmp_path / "cache"))
     [first] = ablate(["rnn"], sweep)
-    import speechrnn.ablation as ablation
+    import speechrnn.training.sweep as sweep_runs
     trained = []
-    monkeypatch.setattr(ablation, "run_train", lambda args: trained.append(args) or pytest.fail("retrained"))
+    monkeypatch.setattr(sweep_runs, "run_train", lambda args: trained.append(args) or pytest.fail("retrained"))
     [again] = ablate(["rnn"], sweep)  # an interrupted or split sweep picks up what is done
     assert again["synthetic"] == first["synthetic"] and not trained
     monkeypatch.undo()
     [other] = ablate(["rnn"], Sweep(tmp_path / "out", extra=(*extra, "trainer.max_epochs=2"),
                                     cache_dir=str(tmp_path / "cache")))
-    done = json.loads((tmp_path / "out" / "rnn-synthetic-seed0" / "ablation_run.json").read_text())
+    done = json.loads((tmp_path / "out" / "rnn-synthetic-seed0" / "sweep_run.json").read_text())
     assert done["args"][-2:] == ["trainer.max_epochs=2", "seed=0"] and done["metrics"]["test/acc"] == other["synthetic"]
 
 
@@ -102,18 +103,10 @@ def test_the_rnn_minus_gru_row_is_the_difference_of_means_in_points_per_column()
     assert "basic RNN - GRU" not in markdown(rows[1:])
 
 
-def test_readme_gets_the_table_between_its_markers_and_the_rest_byte_for_byte(tmp_path):
-    before, after = "# Title\r\n\ntext ± é\n" + README_BEGIN, README_END + "\n\nmore\n"
-    readme = tmp_path / "README.md"
-    readme.write_bytes(f"{before}\nan old table\nof two lines\n{after}".encode())
-    write_readme(str(readme), "| new | table |")
-    assert readme.read_bytes() == f"{before}\n| new | table |\n{after}".encode()
-    write_readme(str(readme), "again")
-    assert readme.read_bytes() == f"{before}\nagain\n{after}".encode()
+BEGIN, END = markers("ablation")
 
 
-@pytest.mark.parametrize("text", ["no markers\n", f"{README_BEGIN}\nonly the first\n",
-                                  f"{README_END}\n{README_BEGIN}\n"])
+@pytest.mark.parametrize("text", ["no markers\n", f"{BEGIN}\nonly the first\n", f"{END}\n{BEGIN}\n"])
 def test_a_readme_without_its_markers_is_a_one_line_error_before_any_training(tmp_path, capsys, text):
     readme = tmp_path / "README.md"
     readme.write_text(text)
@@ -121,5 +114,5 @@ def test_a_readme_without_its_markers_is_a_one_line_error_before_any_training(tm
         main(["--models", "rnn", "--out", str(tmp_path / "out"), "--readme", str(readme)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.splitlines()) == 1
-    assert err.startswith(f"error: {readme}: ") and README_BEGIN in err
+    assert err.startswith(f"error: {readme}: ") and BEGIN in err
     assert readme.read_text() == text and not (tmp_path / "out").exists()

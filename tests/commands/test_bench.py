@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from speechrnn.bench import gemm_flops, race, rnn_gemms
+from speechrnn.bench import gemm_flops, rnn_gemms
 
 from helpers import ROOT
 
@@ -109,11 +109,3 @@ def test_the_machine_is_in_the_json_and_the_header(bench):
                  f"peak GEMM {m['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s", f"{m['threads']} threads",
                  f"torch {torch.__version__}"):
         assert text in header
-
-
-def test_race_interleaves_and_keeps_each_contenders_best():
-    calls = {"a": 0, "b": 0}
-    fns = {k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls}
-    best = race(fns, sync=lambda: None, rounds=4, min_time=0.0)
-    assert set(best) == {"a", "b"} and all(0 < t < 1 for t in best.values())
-    assert calls["a"] == calls["b"] >= 4 + 2  # warm-up twice, then once per round

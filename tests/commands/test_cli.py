@@ -8,8 +8,8 @@ import torch
 
 import speechrnn
 
-COMMANDS = ("train", "evaluate", "transcribe", "export", "download", "streamtest", "ablation", "bench", "synth",
-            "info")
+COMMANDS = ("train", "evaluate", "transcribe", "export", "download", "streamtest", "ablation", "footprint", "bench",
+            "synth", "info")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

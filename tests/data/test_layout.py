@@ -4,6 +4,7 @@ import itertools
 import logging
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,36 @@ def test_noise_dir_recordings_join_the_datasets_own_noise(tone_folder, tmp_path)
     for row, x in zip(data.noise[1:], extra):  # the shorter ones repeated end to end
         torch.testing.assert_close(row, torch.from_numpy(np.tile(x, 2)[:48000]), rtol=0, atol=1 / 32768)  # 16-bit wavs
     assert data.files("training") == own.files("training")  # the splits do not change
+
+
+@pytest.mark.parametrize("augment, generated", [(dict(noise_prob=0.8, noise_volume=0.1), True),
+                                                 (dict(noise_prob=0.0, noise_volume=0.1), False),
+                                                 (None, False)], ids=["noise", "no_noise_prob", "no_augment"])
+def test_a_folder_without_noise_recordings_trains_with_generated_noise(tone_folder, tmp_path, caplog, augment,
+                                                                       generated):
+    from speechrnn.data.datamodule import SpeechCommandsData
+    from speechrnn.data.noise import NOISES, generated_noise
+    shutil.rmtree(tone_folder / "_background_noise_")
+    data = SpeechCommandsData(str(tone_folder), cache_dir=str(tmp_path / "cache"), batch_size=4, augment=augment)
+    with caplog.at_level(logging.INFO, logger="speechrnn.data.datamodule"):
+        data.setup()
+    said = [r.getMessage() for r in caplog.records if "generated noise" in r.getMessage()]
+    if not generated:  # nothing to mix in, or nothing would be mixed
+        assert data.noise.numel() == 0 and not said
+        return
+    assert said and str(tone_folder) in said[0] and "data.noise_dir" in said[0]
+    assert data.noise.shape == (len(NOISES), 60 * 16000)
+    torch.testing.assert_close(data.noise, torch.stack(generated_noise()))
+    assert all(0.05 < row.std() < 0.15 for row in data.noise)  # -20 dBFS RMS, as the corpus's recordings
+
+
+def test_generated_noise_is_the_embedded_corpus_noise_and_the_same_every_time():
+    from speechrnn.data.noise import NOISES, generated_noise, noise_recordings
+    first, again = generated_noise(2.0), generated_noise(2.0)
+    assert len(first) == len(NOISES) and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(generated_noise(2.0, seed=1)[0], first[0])
+    for (kind, pcm), x in zip(noise_recordings(2.0), first):  # what the corpus writes, as float
+        assert pcm.dtype == np.int16 and torch.equal(torch.from_numpy(pcm).float() / 32768, x)
 
 
 def test_noise_shorter_than_a_clip_is_repeated_to_a_clip_and_a_long_one_is_cut():

@@ -13,7 +13,8 @@ import soundfile as sf
 
 from speechrnn.data import synthetic as synth
 from speechrnn.data.layout import DatasetError
-from speechrnn.data.synthetic import MARKER, NOISES, Voice, generate_corpus, sample_speakers, synthesize
+from speechrnn.data.noise import NOISES
+from speechrnn.data.synthetic import MARKER, Voice, generate_corpus, sample_speakers, synthesize
 from speechrnn.synth import main
 
 from helpers import killed_writers_leftover, needs_posix_signals

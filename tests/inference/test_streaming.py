@@ -414,6 +414,36 @@ def test_streamtest_sweeps_each_model_once_and_draws_their_curves(tone_model, to
     assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_streamtest_writes_its_table_command_and_curve_into_the_readme(tone_model, tone_folder, tmp_path):
+    ckpt, _ = tone_model
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n<!-- streamtest:begin -->\nan earlier table\n<!-- streamtest:end -->\nafter\n")
+    args = ["--model", str(ckpt), "--data", str(tone_folder), "--minutes", "0.5", "--seed", "3",
+            "--out", str(tmp_path / "out"), "--readme", str(readme)]
+    assert streamtest_main(args) == 0
+    text = readme.read_text()
+    table = text.split("<!-- streamtest:begin -->\n")[1].split("<!-- streamtest:end -->")[0]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["models"][0]
+    at_1 = report["operating_points"]["1"]
+    row = [line for line in table.splitlines() if line.startswith(f"| {ckpt} |")]
+    assert row and f"{at_1['correct_pct']:.1f} %" in row[0].split(" | ")[3]  # the <= 1 FA/hour column
+    assert "0.5 minutes" in table and "seed 3" in table and "earlier" not in table and text.endswith("after\n")
+    assert f"`python -m speechrnn.streamtest {' '.join(args)}`" in table
+    assert (tmp_path / "docs" / "streaming-curve.png").read_bytes() == (tmp_path / "out" / "curve.png").read_bytes()
+    assert "](docs/streaming-curve.png)" in table
+
+
+def test_streamtest_refuses_a_readme_without_its_markers_before_running(tone_model, tone_folder, tmp_path, capsys):
+    ckpt, _ = tone_model
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit) as exit_:
+        streamtest_main(["--model", str(ckpt), "--data", str(tone_folder), "--out", str(tmp_path / "out"),
+                         "--readme", str(readme)])
+    assert exit_.value.code == 2 and "<!-- streamtest:begin -->" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_calibration_picks_the_lowest_threshold_from_which_every_higher_one_keeps_the_budget():
     detections = {0.3: [], 0.4: [("yes", 0)] * 5, 0.5: [("yes", 0)] * 2, 0.6: [("no", 0)], 0.7: []}  # in one hour
     points = calibrate(detections, seconds=3600)
