@@ -13,6 +13,7 @@ weight memory, file sizes and the streaming step's latency. Finished runs are re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from speechrnn.training.sweep import command_line, evaluated, trained
 RNN_GRID = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2))  # (hidden, layers) of the basic RNN
 MATCHED = ((128, 1), (256, 1), (256, 2))  # basic RNNs whose parameter count a GRU and an LSTM are given
 README_SECTION = "footprint"
+EXPORT_TOOLS = ("onnx", "onnxscript", "onnxruntime")  # speechrnn[export]: the exports it measures
 
 
 def encoder_params(kind: str, hidden: int, layers: int, input_size: int, classes: int) -> int:
@@ -122,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
                                     f"<!-- {README_SECTION}:begin --> and <!-- {README_SECTION}:end -->")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of every training run, e.g. trainer.max_epochs=20")
     args = p.parse_args(argv)
+    missing = [m for m in EXPORT_TOOLS if importlib.util.find_spec(m) is None]
+    if missing:  # the sizes and int8 accuracy need them: say so now, not after hours of training
+        p.error(f"the ONNX sizes and int8 accuracy need {', '.join(EXPORT_TOOLS)} ({', '.join(missing)} not "
+                "installed): pip install 'speechrnn[export]'")
     if args.readme:
         check_readme(args.readme, README_SECTION)  # fails now, not after hours of training
     models = grid(args.overrides)

@@ -90,3 +90,16 @@ def test_an_unknown_model_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "no model rnn-h65-l1" in err and "rnn-h64-l1" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_without_the_export_tools_it_says_what_to_install_before_training(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    monkeypatch.setattr(sweep_runs, "run_train", lambda args: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "onnxruntime not installed" in err and "speechrnn[export]" in err
+    assert len([line for line in err.splitlines() if line.startswith("python -m speechrnn.footprint: error:")]) == 1
