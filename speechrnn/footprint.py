@@ -57,7 +57,8 @@ def matched_hidden(kind: str, target: int, input_size: int, classes: int) -> int
 
 
 def grid(extra: list[str]) -> list[tuple[str, int, int]]:
-    """``(kind, hidden, layers)`` of every model: the basic RNNs, then a GRU and an LSTM matched to each of ``MATCHED``."""
+    """``(kind, hidden, layers)`` of every model: the basic RNNs, then a GRU and an LSTM matched to each
+    of ``MATCHED``."""
     cfg = compose("train", extra)
     input_size, classes = MFCC(**cfg.features).dim, len(instantiate(cfg.data).labels)
     models = [("rnn", h, n) for h, n in RNN_GRID]
@@ -94,11 +95,13 @@ def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table, then the commands behind the accuracies of the first one."""
     real = any("real_dev" in r for r in rows)
     head = ["model", "parameters", "MACs / s of audio", "float32 weights", "int8 weights", "model.onnx",
-            "model.int8.onnx", "streaming step", "held-out synthetic"] + (["real dev", "real dev, int8"] if real else [])
+            "model.int8.onnx", "streaming step", "held-out synthetic"]
+    head += ["real dev", "real dev, int8"] if real else []
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
         cells = [r["model"], f"{r['params']:,}", f"{r['macs_per_s'] / 1e6:.2f} M", f"{4 * r['params'] / 1e3:.0f} kB",
-                 f"{r['params'] / 1e3:.0f} kB", f"{r['onnx_bytes'] / 1e3:.0f} kB", f"{r['int8_onnx_bytes'] / 1e3:.0f} kB",
+                 f"{r['params'] / 1e3:.0f} kB", f"{r['onnx_bytes'] / 1e3:.0f} kB",
+                 f"{r['int8_onnx_bytes'] / 1e3:.0f} kB",
                  f"{r['step_s'] * 1e6:.1f} us", f"{100 * r['synthetic']:.2f} %"]
         if real:
             cells += [f"{100 * r['real_dev']:.2f} %" if "real_dev" in r else "-",
@@ -147,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.readme:
         command = " ".join(["python -m speechrnn.footprint", *(sys.argv[1:] if argv is None else argv)])
-        write_readme(args.readme, f"{table}\n\nWritten by `{command}` with {version_line()}, "
-                                  f"torch threads: {torch.get_num_threads()} for training, 1 for the step.", README_SECTION)
+        about = f"torch threads: {torch.get_num_threads()} for training, 1 for the step"
+        write_readme(args.readme, f"{table}\n\nWritten by `{command}` with {version_line()}, {about}.", README_SECTION)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ def readme_table(results: list[dict], about: dict, command: str) -> str:
     """The README's streaming table: each model's keywords correct within each budget, its real-time factor,
     what the recording was, the command, and the curve."""
     head = [f"at <= {b:g} FA/hour" for b in BUDGETS]
-    lines = ["| model | " + " | ".join(head) + " | best (its FA/hour) | real-time factor |", "|---" * (len(head) + 3) + "|"]
+    lines = ["| model | " + " | ".join(head) + " | best (its FA/hour) | real-time factor |",
+             "|---" * (len(head) + 3) + "|"]
     for r in results:
         cells = [f"{q['correct_pct']:.1f} %" if q else "-" for q in r["operating_points"].values()]
         best = max(r["points"], key=lambda q: (q["correct"], -q["fa_per_hour"]))
@@ -208,7 +209,8 @@ def readme_table(results: list[dict], about: dict, command: str) -> str:
     snr = f", SNR {' to '.join(f'{v:g}' for v in about['snr_db'])} dB" if about["snr_db"] else ""
     noise = Path(about["noise"] or Path(about["data"]) / "_background_noise_").name
     lines += ["", f"{about['seconds'] / 60:g} minutes, {about['words']} words ({about['split']} split of "
-                  f"{Path(about['data']).name}), noise {noise}{snr}, seed {about['seed']}, {about['threads']} thread(s); "
+                  f"{Path(about['data']).name}), noise {noise}{snr}, seed {about['seed']}, "
+                  f"{about['threads']} thread(s); "
                   f"one false accept is {about['fa_per_hour_resolution']:g} per hour. Written by `{command}` with "
                   f"{version_line()}.", "", f"![miss rate against false accepts per hour]({CURVE_IN_README})"]
     return "\n".join(lines)

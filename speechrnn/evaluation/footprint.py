@@ -72,11 +72,13 @@ def step_latency(model: KeywordSpotter, seconds: float = 1.0) -> float:
 
 
 def export_sizes(ckpt: str | Path, out: str | Path) -> dict[str, int]:
-    """Write ``out/model.onnx`` and ``out/model.int8.onnx`` of ``ckpt`` (checked against PyTorch); their sizes in bytes."""
+    """Write ``out/model.onnx`` and ``out/model.int8.onnx`` of ``ckpt`` (checked against PyTorch); their
+    sizes in bytes."""
     out = Path(out)
     export(ckpt, out, ("onnx",))
     quantize_int8(out / "model.onnx", out / "model.int8.onnx")
-    return {"onnx_bytes": (out / "model.onnx").stat().st_size, "int8_onnx_bytes": (out / "model.int8.onnx").stat().st_size}
+    return {"onnx_bytes": (out / "model.onnx").stat().st_size,
+            "int8_onnx_bytes": (out / "model.int8.onnx").stat().st_size}
 
 
 def onnx_accuracy(path: str | Path, clips: ClipArray) -> float:

@@ -39,14 +39,16 @@ def trained(args: list[str], run: Path) -> dict:
 
 
 def evaluated(ckpt: str, args: list[str], out: Path, cache_dir: str) -> dict:
-    """``python -m speechrnn.evaluate ckpt_path=<ckpt> <args>``'s report (files into ``out``, decoded clips kept in ``cache_dir``)."""
+    """``python -m speechrnn.evaluate ckpt_path=<ckpt> <args>``'s report: its files go into ``out``, the
+    decoded clips are kept in ``cache_dir``."""
     cfg = compose("evaluate", [f"ckpt_path={ckpt}", *args, f"out_dir={out}", f"cache_dir={cache_dir}",
                                f"data.cache_dir={cache_dir}"])
     return evaluate_config(cfg)
 
 
 def command_line(tool: str, args: list[str], names: dict[str, str] | None = None) -> str:
-    """``python -m speechrnn.<tool> <args>``, each path in ``names`` written as its name (a reader's runs land elsewhere)."""
+    """``python -m speechrnn.<tool> <args>``, each path in ``names`` written as its name (a reader's runs
+    land elsewhere)."""
     line = f"python -m speechrnn.{tool} " + " ".join(args)
     for path, name in (names or {}).items():
         line = line.replace(path, name)

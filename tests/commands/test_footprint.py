@@ -59,7 +59,8 @@ def test_parameters_and_steps_are_the_networks_not_the_frontends_buffers():
 
 def test_the_command_trains_measures_writes_the_table_and_reuses_finished_runs(tmp_path, capsys, monkeypatch):
     root = tone_corpus(tmp_path / "tones")
-    extra = ["data=folder", f"data.root={root}", f"paths.data_dir={tmp_path}/data", "trainer=debug", "data.batch_size=8"]
+    extra = ["data=folder", f"data.root={root}", f"paths.data_dir={tmp_path}/data", "trainer=debug",
+             "data.batch_size=8"]
     gru = next(f"gru-h{h}-l1" for kind, h, _ in grid(extra) if kind == "gru")
     readme = tmp_path / "README.md"
     begin, end = markers("footprint")
