@@ -11,7 +11,7 @@ import torch
 
 from speechrnn.model.checkpoint import load_model
 from speechrnn.export import main as export_main
-from speechrnn.inference.export import TOLERANCE, export
+from speechrnn.inference.export import TOLERANCE, export, quantize_int8
 from speechrnn.inference.backends import OnnxBackend
 from speechrnn.model.features import MFCC
 from speechrnn.model.spotter import KeywordSpotter
@@ -207,6 +207,23 @@ def test_int8_model_has_int8_weights_a_float_frontend_and_the_same_metadata(int8
 
     # the file itself need not shrink as much: the unrolled graph quantises each step's input anew
     assert weight_bytes(int8_model) < weight_bytes(float_model) / 2
+
+
+def test_an_lstm_is_quantised_too_and_its_frontend_stays_float(tmp_path):
+    """At 64 units the exporter feeds an LSTM its weights through Slice and Concat; folded first, they quantise."""
+    import onnx
+
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", "lstm", 0, hidden=64, layers=1)
+    export(ckpt, tmp_path, ("onnx",))
+    quantize_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx")
+    graph = onnx.load(str(tmp_path / "model.int8.onnx")).graph
+    assert "DynamicQuantizeLSTM" in {node.op_type for node in graph.node}
+    floats = {i.name for i in graph.initializer if len(i.dims) == 2 and min(i.dims) > 1  # not the (1, 8H) bias
+              and i.data_type == onnx.TensorProto.FLOAT}
+    assert floats == {"frontend.fbank", "frontend.dct"}
+    x = fresh_clips()
+    p, q = OnnxBackend(tmp_path / "model.onnx").predict(x), OnnxBackend(tmp_path / "model.int8.onnx").predict(x)
+    assert (p - q).abs().max() < 0.05
 
 
 def test_export_command_reports_the_int8_agreement_and_sizes(int8_export):
