@@ -180,11 +180,9 @@ def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
                  smoothing=smoothing, fa_per_hour_resolution=round(3600 / seconds, 3), threads=args.threads)
     atomic_write_json(out / "report.json", dict(about, models=results))
     atomic_write_json(out / "curve.json", dict(about, curves={r["model"]: r["points"] for r in results}))
-    noise = Path(args.noise or Path(args.data) / "_background_noise_").name
-    snr = f", SNR {' to '.join(f'{v:g}' for v in args.snr_db)} dB" if args.snr_db else ""
     write_detection_curves({r["model"]: r["points"] for r in results}, out / "curve.png",
                            f"{seconds / 60:.1f} min, {len(truth)} words ({args.split} of {Path(args.data).name}),\n"
-                           f"noise {noise}{snr}, seed {args.seed}")
+                           f"{noise_line(about)}, seed {args.seed}")
     print(f"one false accept in {seconds / 60:.1f} min is {3600 / seconds:.2g} per hour; "
           f"report: {out / 'report.json'}, curve: {out / 'curve.png'}")
     if args.readme:
@@ -193,6 +191,13 @@ def benchmark(args: argparse.Namespace, backends: list, out: Path) -> None:
         atomic_write_bytes(curve, (out / "curve.png").read_bytes())
         command = " ".join(["python -m speechrnn.streamtest", *args.argv])
         write_readme(args.readme, readme_table(results, about, command), README_SECTION)
+
+
+def noise_line(about: dict) -> str:
+    """``noise _background_noise_, SNR 10 dB``: the noise folder's name and the words' SNR, from a report's fields."""
+    noise = Path(about["noise"] or Path(about["data"]) / "_background_noise_").name
+    snr = f", SNR {' to '.join(f'{v:g}' for v in about['snr_db'])} dB" if about["snr_db"] else ""
+    return f"noise {noise}{snr}"
 
 
 def readme_table(results: list[dict], about: dict, command: str) -> str:
@@ -206,10 +211,8 @@ def readme_table(results: list[dict], about: dict, command: str) -> str:
         best = max(r["points"], key=lambda q: (q["correct"], -q["fa_per_hour"]))
         lines.append(f"| {r['model']} | " + " | ".join(cells) +
                      f" | {best['correct_pct']:.1f} % ({best['fa_per_hour']:g}) | {r['real_time_factor']:.3f} |")
-    snr = f", SNR {' to '.join(f'{v:g}' for v in about['snr_db'])} dB" if about["snr_db"] else ""
-    noise = Path(about["noise"] or Path(about["data"]) / "_background_noise_").name
     lines += ["", f"{about['seconds'] / 60:g} minutes, {about['words']} words ({about['split']} split of "
-                  f"{Path(about['data']).name}), noise {noise}{snr}, seed {about['seed']}, "
+                  f"{Path(about['data']).name}), {noise_line(about)}, seed {about['seed']}, "
                   f"{about['threads']} thread(s); "
                   f"one false accept is {about['fa_per_hour_resolution']:g} per hour. Written by `{command}` with "
                   f"{version_line()}.", "", f"![miss rate against false accepts per hour]({CURVE_IN_README})"]
