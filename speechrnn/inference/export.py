@@ -167,7 +167,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(src)) if not _has_lstm(src) else _constants_folded(src)
+    model = onnx.load(str(src))
+    if any(node.op_type == "LSTM" for node in model.graph.node):
+        model = _constants_folded(src)
     _weights_as_matmul(model.graph)
     frontend = [node.name for node in model.graph.node if any(i.startswith("frontend.") for i in node.input)]
     # quantize_dynamic advises pre-processing (for CNNs) with logging.warning, which would also give the
@@ -182,12 +184,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
     finally:
         root.setLevel(level)
         root.removeHandler(quiet)
-
-
-def _has_lstm(path: Path) -> bool:
-    import onnx
-
-    return any(node.op_type == "LSTM" for node in onnx.load(str(path)).graph.node)
 
 
 def _constants_folded(path: Path):
