@@ -24,14 +24,14 @@ from speechrnn.core.atomic import atomic_write_json
 from speechrnn.core.cli import version_line
 from speechrnn.core.errors import friendly
 from speechrnn.core.readme import check_readme, write_readme
-from speechrnn.evaluation.evaluate import config_clips
+from speechrnn.evaluation.evaluate import config_clips, evaluate_config
 from speechrnn.evaluation.footprint import (export_sizes, macs_per_second, onnx_accuracy, parameter_count,
                                             step_latency, steps_per_second)
 from speechrnn.model.checkpoint import load_model
 from speechrnn.model.encoders import build_encoder
 from speechrnn.model.features import MFCC
 from speechrnn.training.config import compose
-from speechrnn.training.sweep import command_line, evaluated, trained
+from speechrnn.training.sweep import command_line, evaluation, trained
 
 RNN_GRID = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1), (256, 2))  # (hidden, layers) of the basic RNN
 MATCHED = ((128, 1), (256, 1), (256, 2))  # basic RNNs whose parameter count a GRU and an LSTM are given
@@ -84,9 +84,9 @@ def measure(kind: str, hidden: int, layers: int, seed: int, out: Path, extra: li
                synthetic_cmd=command_line("train", args), **export_sizes(best, run / "export"))
     if real_folder:
         real = ["data=folder", f"data.root={real_folder}", "split=testing"]
-        row["real_dev"] = evaluated(best, real, run / "real_dev", cache_dir)["accuracy"]
+        cfg = evaluation(best, real, run / "real_dev", cache_dir)
+        row["real_dev"] = evaluate_config(cfg)["accuracy"]
         row["real_dev_cmd"] = command_line("evaluate", [f"ckpt_path=<{name} run>/checkpoints/best.ckpt", *real])
-        cfg = compose("evaluate", [f"ckpt_path={best}", *real, f"cache_dir={cache_dir}", f"data.cache_dir={cache_dir}"])
         row["real_dev_int8"] = onnx_accuracy(run / "export" / "model.int8.onnx", config_clips(cfg, model.labels)[0])
     return row
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from speechrnn.core.atomic import atomic_write_json
 from speechrnn.evaluation.evaluate import evaluate_config
 from speechrnn.training.config import compose
@@ -38,12 +40,16 @@ def trained(args: list[str], run: Path) -> dict:
     return metrics
 
 
+def evaluation(ckpt: str, args: list[str], out: Path, cache_dir: str) -> DictConfig:
+    """The config of ``python -m speechrnn.evaluate ckpt_path=<ckpt> <args>``, its files going into ``out``
+    and the decoded clips kept in ``cache_dir``."""
+    return compose("evaluate", [f"ckpt_path={ckpt}", *args, f"out_dir={out}", f"cache_dir={cache_dir}",
+                                f"data.cache_dir={cache_dir}"])
+
+
 def evaluated(ckpt: str, args: list[str], out: Path, cache_dir: str) -> dict:
-    """``python -m speechrnn.evaluate ckpt_path=<ckpt> <args>``'s report: its files go into ``out``, the
-    decoded clips are kept in ``cache_dir``."""
-    cfg = compose("evaluate", [f"ckpt_path={ckpt}", *args, f"out_dir={out}", f"cache_dir={cache_dir}",
-                               f"data.cache_dir={cache_dir}"])
-    return evaluate_config(cfg)
+    """That evaluation's report (``evaluation``'s arguments)."""
+    return evaluate_config(evaluation(ckpt, args, out, cache_dir))
 
 
 def command_line(tool: str, args: list[str], names: dict[str, str] | None = None) -> str:
