@@ -38,7 +38,7 @@ SIGMOID_TANH_MIN_NUMEL = 2048
 
 def _tanh_(z: Tensor) -> Tensor:
     """In-place tanh. On CPU, for large z, via tanh(z) = 2 sigmoid(2z) - 1 (~1e-7 absolute rounding)."""
-    if z.numel() < SIGMOID_TANH_MIN_NUMEL or z.device.type != "cpu":  # GPU tanh is one launch, not four
+    if z.numel() < SIGMOID_TANH_MIN_NUMEL or not z.is_cpu:  # GPU tanh is one launch, not four
         return z.tanh_()
     return z.mul_(2).sigmoid_().mul_(2).sub_(1)
 
@@ -120,6 +120,7 @@ class ElmanCell(nn.Module):
         self.W_xh = nn.Parameter(torch.empty(hidden_size, input_size))
         self.W_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.b_h = nn.Parameter(torch.empty(hidden_size))
+        self._transposed: tuple[Tensor, ...] = ()  # lean_step's (W_xh, W_hh, W_xh^T, W_hh^T), made on first use
         self.reset_parameters()
 
     @torch.no_grad()
@@ -149,12 +150,29 @@ class ElmanCell(nn.Module):
 
         Two ``addmm`` (the bias is the first one's input) and an in-place tanh: three kernels
         and one new tensor where the formula takes four of each. At streaming sizes the step
-        is bound by per-call overhead, not arithmetic, so the weights are read from
-        ``_parameters`` directly: ``nn.Module.__getattr__`` costs ~0.5 us a name.
+        is bound by per-call overhead, not arithmetic, so it makes no call it can spare: the
+        weights come from ``_parameters`` (``nn.Module.__getattr__`` costs ~0.5 us a name) and
+        their transposes from ``_weights_t`` (a ``.t()`` is a dispatch, ~1 us).
+        """
+        W_xh_t, W_hh_t = self._weights_t()
+        return _tanh_(torch.addmm(self._parameters["b_h"], x_t, W_xh_t).addmm_(h_prev, W_hh_t))
+
+    def _weights_t(self) -> tuple[Tensor, Tensor]:
+        """W_xh^T (I, H) and W_hh^T (H, H): views of the weights, made once and kept while they stay valid.
+
+        A view shares its weight's storage, so ``load_state_dict`` and any in-place update show
+        through it. It is made anew when a weight is replaced (another Parameter) or given new
+        storage (``.to()``, ``.double()``, ``p.data = ...``): a new storage never has the kept
+        view's address, which the view holds alive.
         """
         p = self._parameters
-        W_xh, W_hh, b_h = p["W_xh"], p["W_hh"], p["b_h"]
-        return _tanh_(torch.addmm(b_h, x_t, W_xh.t()).addmm_(h_prev, W_hh.t()))
+        W_xh, W_hh = p["W_xh"], p["W_hh"]
+        kept = self._transposed
+        if not kept or kept[0] is not W_xh or kept[1] is not W_hh \
+                or kept[2].data_ptr() != W_xh.data_ptr() or kept[3].data_ptr() != W_hh.data_ptr():
+            with torch.no_grad():  # views for inference: no link to autograd's graph
+                kept = self._transposed = (W_xh, W_hh, W_xh.t(), W_hh.t())
+        return kept[2], kept[3]
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, w_hh_init={self.w_hh_init!r}, "

@@ -123,6 +123,32 @@ def test_step_without_grad_takes_the_lean_path_and_equals_the_formula(num_layers
         torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
 
 
+def test_lean_step_follows_its_weights_when_they_change_in_place_are_replaced_or_moved():
+    cell = random_rnn(1, dtype=torch.float32).layers[0]
+    x_t, h = torch.randn(B, I), torch.randn(B, H)
+
+    def lean_equals_formula():
+        dtype = cell.W_hh.dtype
+        with torch.no_grad():
+            torch.testing.assert_close(cell.lean_step(x_t.to(dtype), h.to(dtype)), cell(x_t.to(dtype), h.to(dtype)),
+                                       atol=1e-6, rtol=0)
+
+    with torch.inference_mode():  # the kept transposes are first made here, then used outside it
+        cell.lean_step(x_t, h)
+    lean_equals_formula()
+    with torch.no_grad():
+        cell.W_hh.mul_(-0.5)  # in place: the kept views see it
+    lean_equals_formula()
+    cell.load_state_dict({name: torch.randn_like(w) for name, w in cell.state_dict().items()})
+    lean_equals_formula()
+    cell.W_xh.data = torch.randn(H, I)  # the same Parameter, new storage
+    lean_equals_formula()
+    cell.W_hh = nn.Parameter(torch.randn(H, H))  # another Parameter
+    lean_equals_formula()
+    cell.double()  # every weight moved to new storage
+    lean_equals_formula()
+
+
 def test_traced_forward_runs_by_steps_and_matches_the_fast_scan():
     rnn = random_rnn(num_layers=2, dtype=torch.float32)
     x = torch.randn(B, T, I)
