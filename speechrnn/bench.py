@@ -14,7 +14,8 @@ machine's load of the moment:
 - **frontend:** MFCC clips/s;
 - **data and epochs:** a short Lightning fit on the embedded corpus (or random
   clips when ``<data-dir>/synthetic`` is absent) timing each batch's loading and
-  augmentation against its training step, and whole epochs end to end.
+  augmentation against its training step, and whole epochs end to end, the basic RNN
+  (through CUDA graphs on a GPU, ``speechrnn.training.graphs``) against the GRU (cuDNN there).
 
 Contenders run interleaved, round by round, and each keeps its best round
 (best-of-N): on a shared machine the minimum is the least disturbed estimate,
@@ -53,6 +54,7 @@ from speechrnn.model.features import MFCC
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, COMMANDS
 from speechrnn.model.rnn import ElmanRNN
 from speechrnn.training.config import compose
+from speechrnn.training.graphs import GraphedEncoder
 
 CLIP_SAMPLES = 16000
 
@@ -77,11 +79,12 @@ def _matmul(m: int, k: int, n: int, device: torch.device) -> Callable[[], Tensor
     return lambda: torch.mm(a, b, out=out)
 
 
-def _train_step(rnn: nn.Module, x: Tensor, grad: Tensor) -> Callable[[], None]:
+def _train_step(rnn: nn.Module, x: Tensor, grad: Tensor, encode: Callable | None = None) -> Callable[[], None]:
+    """Forward+backward of ``rnn`` (through ``encode`` when given) on ``x``, with ``grad`` as dL/dhs."""
     def step():
         for p in rnn.parameters():
             p.grad = None
-        hs, _ = rnn(x)  # (B, T, H)
+        hs, _ = (encode or rnn)(x)  # (B, T, H)
         hs.backward(grad)
     return step
 
@@ -114,20 +117,21 @@ def bench_rnn(configs: list[tuple[int, int, int]], B: int, peak_n: int, seconds:
 
 
 def _graphed(rnn: ElmanRNN, x: Tensor, grad: Tensor) -> dict[str, Callable[[], None]]:
-    """ElmanRNN's forward+backward replayed as CUDA graphs: the GPU path without a launch per step.
+    """ElmanRNN's forward+backward replayed as CUDA graphs: training's GPU path (``GraphedEncoder``).
 
     Optional: if capture fails, or the graphed output differs from eager, it is left out of
     the race with a warning and the rest still runs. On an H200 it beat cuDNN 2.0-2.7x at
     T=12 but not at T=98 (README, Speed).
     """
-    try:  # a copy: make_graphed_callables replaces a module's forward
-        graphed = torch.cuda.make_graphed_callables(copy.deepcopy(rnn), (x,))
+    try:
+        model = copy.deepcopy(rnn)
+        graphed = GraphedEncoder(model)
         if not torch.allclose(graphed(x)[0], rnn(x)[0], atol=1e-5):
             raise RuntimeError("its output differs from eager ElmanRNN")
     except Exception as err:  # an optional contender: say why it is absent, keep the rest
         logging.getLogger(__name__).warning("CUDA-graph ElmanRNN left out: %s: %s", type(err).__name__, err)
         return {}
-    return {"ElmanRNN, CUDA graph": _train_step(graphed, x, grad)}
+    return {"ElmanRNN, CUDA graph": _train_step(model, x, grad, encode=graphed)}
 
 
 def bench_inference(model: nn.Module, H: int, seconds: float, device: torch.device, sync: Callable[[], None]) -> dict:
@@ -208,7 +212,8 @@ def _data(cfg, data_dir: Path, tmp: Path, clips: int):
     root, cache, source = Path(cfg.data.root), Path(cfg.data.cache_dir), None
     if not root.is_dir():
         root, cache = tmp / "random", tmp / "cache"
-        _random_corpus(root, clips)
+        if not root.is_dir():  # made once, for the RNN's fit and then the GRU's
+            _random_corpus(root, clips)
         source = f"random noise clips in the Speech Commands layout ({data_dir / 'synthetic'} absent)"
     # the bench measures: it never synthesises or downloads
     data = instantiate(cfg.data, root=str(root), cache_dir=str(cache), synth=None, download=False)
@@ -273,7 +278,10 @@ def rows(res: dict) -> list[dict]:
     row(f"data loader + augment, B={d['batch_size']}, workers={d['num_workers']}",
         f"{d['loader_clips_per_s']:.0f} clips/s", f"training step {d['train_step_clips_per_s']:.0f} clips/s",
         d["data_vs_train"], ">= 3x", d["data_vs_train"] >= 3)
-    row("whole epochs (Lightning fit, end to end)", f"{d['epoch_clips_per_s']:.0f} clips/s", None, None)
+    g = res["data_gru"]
+    engine = "CUDA graphs" if gpu else "eager"
+    row(f"whole epochs (Lightning fit), basic RNN ({engine})", f"{d['epoch_clips_per_s']:.0f} clips/s",
+        f"GRU {g['epoch_clips_per_s']:.0f} clips/s", d["epoch_clips_per_s"] / g["epoch_clips_per_s"])
     return out
 
 
@@ -339,13 +347,14 @@ def run(quick: bool = False, device: str | None = None, data_dir: str = "data", 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose("train", [  # the default config; the fit is short and writes nothing
+        overrides = [  # the default config; the fit is short and writes nothing
             f"paths.data_dir={data_dir}", f"paths.output_dir={tmp}",
             f"trainer={'gpu' if dev.type == 'cuda' else 'default'}", f"trainer.max_epochs={2 if quick else 4}",
             f"+trainer.limit_train_batches={3 if quick else 40}", "+trainer.limit_val_batches=0",
             "+trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "+trainer.logger=false",
             "+trainer.enable_checkpointing=false", "+trainer.enable_model_summary=false",
-            *(["data.batch_size=16"] if quick else [])])
+            *(["data.batch_size=16"] if quick else [])]
+        cfg = compose("train", overrides)
         features = dict(cfg.features)
         stacked, plain = MFCC(**features), MFCC(**{**features, "stack": 1})
         configs = [(m.num_frames(CLIP_SAMPLES), m.dim, H) for m in (stacked, plain) for H in (128, 256)]
@@ -363,6 +372,7 @@ def run(quick: bool = False, device: str | None = None, data_dir: str = "data", 
         res["inference"] = bench_inference(model, 128, seconds, dev, sync)
         res["frontend"] = bench_frontend(features, cfg.data.batch_size, seconds, dev, sync)
         res["data"] = bench_fit(cfg, Path(data_dir), Path(tmp), dev, sync)
+        res["data_gru"] = bench_fit(compose("train", [*overrides, "model=gru"]), Path(data_dir), Path(tmp), dev, sync)
     end = _cpu_sample()
     # CPUs that other processes kept busy while the bench ran, on average: its figures are
     # the machine's only when this is ~0

@@ -6,6 +6,8 @@ the GRU/LSTM baselines), all called alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from speechrnn.model.encoders import build_encoder
@@ -30,9 +32,12 @@ class KeywordSpotter(nn.Module):
         self.frontend = MFCC(**features)
         self.encoder = build_encoder(input_size=self.frontend.dim, num_classes=len(self.labels), **encoder)
 
-    def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Features ``(B, T, F)`` -> (logits ``(B, C)`` from h_T, per-step hidden states ``(B, T, H)``)."""
-        hs, _ = self.encoder(x)  # (B, T, H)
+    def forward_features(self, x: Tensor, encode: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
+                         ) -> tuple[Tensor, Tensor]:
+        """Features ``(B, T, F)`` -> (logits ``(B, C)`` from h_T, per-step hidden states ``(B, T, H)``).
+
+        ``encode`` runs the encoder in its place (training's CUDA graphs, ``speechrnn.training.graphs``)."""
+        hs, _ = (encode or self.encoder)(x)  # (B, T, H)
         return self.encoder.readout(hs[:, -1]), hs
 
     def forward(self, wave: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ buffers of the frontend, so they are in the state dict.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from speechrnn.data.augment import SpecAugment
 from speechrnn.data.layout import SILENCE_CUT, STAGE_SPLITS
 from speechrnn.training.diagnostics import hidden_grad_norms
+from speechrnn.training.graphs import GraphedEncoder
 from speechrnn.core.errors import SpeechRNNError
+from speechrnn.model.rnn import ElmanRNN
 from speechrnn.model.spotter import KeywordSpotter
 
 
 AUX_PROFILES = ("uniform", "linear")
+log = logging.getLogger(__name__)
 
 
 def _plain(cfg: Any) -> Any:
@@ -69,12 +73,14 @@ class KeywordModule(L.LightningModule):
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
         diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
             (``speechrnn.training.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
+        cuda_graphs (bool, optional): on one CUDA device, train a basic-RNN encoder through CUDA
+            graphs (``speechrnn.training.graphs``); off, or on a CPU or under DDP, eagerly. (Default: ``True``)
     """
 
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
                  scheduler: dict | None = None, specaugment: dict | None = None,
                  aux_loss_weight: float = 0.0, aux_loss_profile: str = "uniform", label_smoothing: float = 0.0,
-                 diagnostics_every: int = 0):
+                 diagnostics_every: int = 0, cuda_graphs: bool = True):
         super().__init__()
         if aux_loss_profile not in AUX_PROFILES:
             raise ValueError(f"aux_loss_profile must be one of {AUX_PROFILES}, got {aux_loss_profile!r}")
@@ -84,10 +90,19 @@ class KeywordModule(L.LightningModule):
                                        scheduler=scheduler, specaugment=specaugment,
                                        aux_loss_weight=aux_loss_weight, aux_loss_profile=aux_loss_profile,
                                        label_smoothing=label_smoothing,
-                                       diagnostics_every=diagnostics_every))
+                                       diagnostics_every=diagnostics_every, cuda_graphs=cuda_graphs))
         self.model = KeywordSpotter(labels, features, encoder)
         self.val_acc = MulticlassAccuracy(num_classes=len(labels), average="micro")
         self.specaugment = SpecAugment(**specaugment) if specaugment else None
+        self.graphed: GraphedEncoder | None = None  # made in on_fit_start when training runs on one GPU
+
+    def on_fit_start(self) -> None:
+        """Train a basic RNN on one CUDA device through CUDA graphs (GRU and LSTM have cuDNN already)."""
+        if self.hparams.cuda_graphs and self.device.type == "cuda" and isinstance(self.model.encoder, ElmanRNN):
+            if self.trainer.world_size > 1:
+                log.info("cuda_graphs: off under DDP (%d processes): the encoder runs eagerly", self.trainer.world_size)
+            else:
+                self.graphed = GraphedEncoder(self.model.encoder)
 
     def forward(self, wave: Tensor) -> Tensor:
         return self.model(wave)
@@ -96,7 +111,7 @@ class KeywordModule(L.LightningModule):
         wave, y, index = batch
         mask = self.specaugment if stage == "train" else None
         x = self.model.frontend(wave, mask=mask)  # (B, T, F)
-        logits, hs = self.model.forward_features(x)  # (B, C), (B, T, H)
+        logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         if stage == "train" and self.hparams.aux_loss_weight > 0:
             loss = loss + self.hparams.aux_loss_weight * self._aux_loss(hs, y)

@@ -15,7 +15,7 @@ from helpers import ROOT
 
 pytestmark = pytest.mark.slow  # a quick bench run, shared by the module's tests
 
-SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "rows"}
+SECTIONS = {"meta", "rnn", "inference", "frontend", "data", "data_gru", "rows"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_json_has_every_section_and_the_table(bench):
 
 def test_measurements_are_positive_and_finite(bench):
     _, res = bench
-    for section in ("rnn", "inference", "frontend", "data"):
+    for section in ("rnn", "inference", "frontend", "data", "data_gru"):
         values = list(_numbers(res[section]))
         assert values and all(math.isfinite(v) and v > 0 for v in values), section
 
@@ -86,6 +86,10 @@ def test_rows_pass_or_miss_by_their_ratio(bench):
     data_row = next(row for row in res["rows"] if row["measure"].startswith("data loader"))
     assert data_row["status"] == ("pass" if d["data_vs_train"] >= 3 else "miss")
     assert d["epoch_clips_per_s"] == pytest.approx(max(e["clips"] / e["seconds"] for e in d["epochs"]))
+    g = res["data_gru"]  # the GRU's fit on the same clips
+    assert g["source"] == d["source"] and g["batches"] == d["batches"]
+    epochs_row = next(row for row in res["rows"] if row["measure"].startswith("whole epochs"))
+    assert epochs_row["ratio"] == pytest.approx(d["epoch_clips_per_s"] / g["epoch_clips_per_s"])
 
 
 def test_streaming_row_is_the_step_against_nn_rnncell_held_to_1_5x(bench):
