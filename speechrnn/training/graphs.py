@@ -5,8 +5,8 @@ loses to cuDNN (README, Speed: 0.43-0.50x ``nn.RNN`` at T=12 on an H200). Captur
 and replayed as CUDA graphs (``torch.cuda.make_graphed_callables``: the forward as one
 graph, the hand-written backprop through time as another, inside one autograd node) the
 same code beat cuDNN 2.0-2.7x at T=12 in the bench. ``GraphedEncoder`` is that path for
-training: ``KeywordModule`` puts it in front of a basic-RNN encoder when it trains on a
-CUDA device (``trainer=gpu``) unless ``model.cuda_graphs=false``.
+training: ``KeywordModule`` puts it in front of the encoder when it trains on one CUDA
+device (``trainer=gpu``) with ``model.cuda_graphs`` on, as ``conf/model/rnn.yaml`` sets it.
 
 A graph replays fixed shapes from fixed memory, so one is captured per training batch
 shape (the full batch, and the shorter last batch of an epoch when there is one); any

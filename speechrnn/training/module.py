@@ -38,7 +38,6 @@ from speechrnn.data.layout import SILENCE_CUT, STAGE_SPLITS
 from speechrnn.training.diagnostics import hidden_grad_norms
 from speechrnn.training.graphs import GraphedEncoder
 from speechrnn.core.errors import SpeechRNNError
-from speechrnn.model.rnn import ElmanRNN
 from speechrnn.model.spotter import KeywordSpotter
 
 
@@ -73,14 +72,14 @@ class KeywordModule(L.LightningModule):
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
         diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
             (``speechrnn.training.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
-        cuda_graphs (bool, optional): on one CUDA device, train a basic-RNN encoder through CUDA
-            graphs (``speechrnn.training.graphs``); off, or on a CPU or under DDP, eagerly. (Default: ``True``)
+        cuda_graphs (bool, optional): on one CUDA device, train the encoder through CUDA graphs
+            (``speechrnn.training.graphs``); off, or on a CPU or under DDP, eagerly. (Default: ``False``)
     """
 
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
                  scheduler: dict | None = None, specaugment: dict | None = None,
                  aux_loss_weight: float = 0.0, aux_loss_profile: str = "uniform", label_smoothing: float = 0.0,
-                 diagnostics_every: int = 0, cuda_graphs: bool = True):
+                 diagnostics_every: int = 0, cuda_graphs: bool = False):
         super().__init__()
         if aux_loss_profile not in AUX_PROFILES:
             raise ValueError(f"aux_loss_profile must be one of {AUX_PROFILES}, got {aux_loss_profile!r}")
@@ -97,8 +96,8 @@ class KeywordModule(L.LightningModule):
         self.graphed: GraphedEncoder | None = None  # made in on_fit_start when training runs on one GPU
 
     def on_fit_start(self) -> None:
-        """Train a basic RNN on one CUDA device through CUDA graphs (GRU and LSTM have cuDNN already)."""
-        if self.hparams.cuda_graphs and self.device.type == "cuda" and isinstance(self.model.encoder, ElmanRNN):
+        """With ``cuda_graphs``, train on one CUDA device through CUDA graphs."""
+        if self.hparams.cuda_graphs and self.device.type == "cuda":
             if self.trainer.world_size > 1:
                 log.info("cuda_graphs: off under DDP (%d processes): the encoder runs eagerly", self.trainer.world_size)
             else:

@@ -63,7 +63,7 @@ def test_evaluation_runs_the_encoder_eagerly(mode):
 
 
 def test_the_training_step_encodes_through_the_graphs_and_stays_eager_on_a_cpu():
-    module = KeywordModule(["yes", "no", "up"], features=dict(n_mfcc=4, n_mels=8, stack=2),
+    module = KeywordModule(["yes", "no", "up"], features=dict(n_mfcc=4, n_mels=8, stack=2), cuda_graphs=True,
                            encoder=dict(kind="rnn", hidden_size=H), optimizer={"_target_": "torch.optim.SGD", "lr": 0.1})
     module.log_dict = lambda *a, **k: None
     module.on_fit_start()  # on a CPU: no graphs
