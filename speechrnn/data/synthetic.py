@@ -19,8 +19,11 @@ import ctypes
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import threading
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +65,7 @@ MARGIN, FADE = 800, 80  # samples at 16 kHz: 50 ms kept clear at each edge when 
 MARKER = ".complete.json"
 README_TITLE = "# Synthetic Speech Commands (espeak-ng)"
 FORMAT = 1  # bump when the rendering changes, so old corpora are regenerated
+PARALLEL_MIN_CLIPS = 2000  # below this, one process: spawning workers would cost more than it saves
 
 
 @lru_cache(maxsize=1)
@@ -262,7 +266,7 @@ def render_clip(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray
 def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500, val_speakers: int = 50,
                     test_speakers: int = 50, clips_per_speaker: int = 1, seed: int = 0,
                     noise_seconds: float = 60.0, accents=ACCENTS, variants=VARIANTS,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, workers: int | None = None) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
 
     The corpus is built in a hidden sibling folder (``atomic.staged_dir``: a killed run's is
@@ -284,6 +288,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         noise_seconds (float, optional): length of each ``_background_noise_`` file. (Default: ``60``)
         accents, variants (Sequence[str], optional): voices to draw from. (Default: ``ACCENTS``, ``VARIANTS``)
         progress (bool, optional): show a tqdm bar on a terminal (logs and pipes stay quiet). (Default: ``True``)
+        workers (int, optional): processes that render clips side by side, for corpora of at least
+            ``PARALLEL_MIN_CLIPS`` clips (a spawned process first spends seconds importing torch);
+            the files are the same whatever their number. (Default: ``None``, one per CPU)
 
     Returns:
         Path: ``root``.
@@ -307,30 +314,57 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
     jobs = [(split, voice, w, n) for split, voices in speakers.items() for voice in voices
             for w in words for n in range(clips_per_speaker)]
-    lists: dict[str, list[str]] = {"validation": [], "testing": []}
     with staged_dir(root) as stage:  # what a generator killed earlier left is swept; a live one's stage is kept
         (stage / BACKGROUND_NOISE_DIR).mkdir()
         for w in words:
             (stage / w).mkdir()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
-        try:
-            for split, voice, word, n in tqdm(jobs, desc=f"synthesising {root.name}", unit="clip",
-                                              disable=None if progress else True):  # None: on a terminal only
-                rng = np.random.default_rng([seed, int(voice.speaker_id, 16), zlib.crc32(word.encode()), n])
-                name = f"{word}/{voice.speaker_id}_nohash_{n}.wav"
-                sf.write(stage / name, render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
-                if split in lists:
-                    lists[split].append(name)
-        finally:
-            torch.set_num_threads(threads)
-        for split, names in lists.items():
-            (stage / f"{split}_list.txt").write_text("".join(f"{x}\n" for x in sorted(names)))
+        clips = [(stage, seed, voice, word, n) for _, voice, word, n in jobs]
+        workers = (workers or _cpus()) if len(clips) >= PARALLEL_MIN_CLIPS else 1
+        bar = dict(total=len(clips), desc=f"synthesising {root.name}", unit="clip",
+                   disable=None if progress else True)  # None: on a terminal only
+        if workers == 1:
+            threads = torch.get_num_threads()
+            _one_thread()
+            try:
+                for _ in tqdm(map(_write_clip, clips), **bar):
+                    pass
+            finally:
+                torch.set_num_threads(threads)
+        else:  # spawned, not forked: a fork of a process whose OpenMP pool has run can hang in torch
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_one_thread) as pool:
+                for _ in tqdm(pool.map(_write_clip, clips, chunksize=64), **bar):
+                    pass
+        for split in ("validation", "testing"):
+            names = sorted(_clip_name(word, voice, n) for s, voice, word, n in jobs if s == split)
+            (stage / f"{split}_list.txt").write_text("".join(f"{x}\n" for x in names))
         for kind, noise in noise_recordings(noise_seconds, seed):
             sf.write(stage / BACKGROUND_NOISE_DIR / f"{kind}.wav", noise, SAMPLE_RATE, subtype="PCM_16")
         (stage / "README.md").write_text(_readme(params, speakers))
         (stage / MARKER).write_text(json.dumps({"params": params, "clips": len(jobs)}, indent=1) + "\n")
     return root
+
+
+def _clip_name(word: str, voice: Voice, n: int) -> str:
+    return f"{word}/{voice.speaker_id}_nohash_{n}.wav"
+
+
+def _write_clip(clip: tuple[Path, int, Voice, str, int]) -> None:
+    """Render and write one clip of a corpus being built: (stage folder, seed, voice, word, repetition).
+
+    A pure function of its arguments (the clip's random numbers are seeded by them), so clips
+    may be written in any order, by any process."""
+    stage, seed, voice, word, n = clip
+    rng = np.random.default_rng([seed, int(voice.speaker_id, 16), zlib.crc32(word.encode()), n])
+    sf.write(stage / _clip_name(word, voice, n), render_clip(word, voice, rng), SAMPLE_RATE, subtype="PCM_16")
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _holds_corpus(root: Path, params: dict) -> bool:

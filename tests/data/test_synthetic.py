@@ -87,6 +87,16 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(corpus, tmp_pa
     assert other["_background_noise_/white_noise.wav"] != tree(corpus)["_background_noise_/white_noise.wav"]
 
 
+@pytest.mark.slow  # spawns two processes, each importing torch
+def test_worker_processes_write_the_same_corpus_as_one(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "PARALLEL_MIN_CLIPS", 1)  # a small corpus takes the process pool too
+    spawned = []
+    real_pool = synth.ProcessPoolExecutor
+    monkeypatch.setattr(synth, "ProcessPoolExecutor", lambda n, **kw: spawned.append(n) or real_pool(n, **kw))
+    assert tree(generate_corpus(tmp_path / "two", seed=0, workers=2, **SMALL)) == tree(corpus)
+    assert spawned == [2]
+
+
 def test_second_call_reuses_the_corpus_untouched(tmp_path):
     root = generate_corpus(tmp_path / "sc", seed=0, **SMALL)
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
