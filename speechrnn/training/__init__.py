@@ -1,4 +1,4 @@
-"""Training: the Lightning module, gradient diagnostics, and ``train(cfg)``.
+"""Training: the Lightning module, gradient diagnostics, CUDA-graph replay on a GPU, and ``train(cfg)``.
 
 May import ``speechrnn.core``, ``data``, ``model`` and ``evaluation``.
 """
