@@ -30,15 +30,20 @@ class TorchRecurrent(nn.Module):
         hidden_size (int): units per layer.
         output_size (int): classes.
         num_layers (int, optional): stacked layers. (Default: ``1``)
+        dropout (float, optional): in training, dropout on what a layer passes up to the next, as
+            ``ElmanRNN``'s; nothing with one layer. (Default: ``0``)
     """
 
     readout_names = ("out.weight", "out.bias")  # as ElmanRNN's W_hy, b_y
 
-    def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
+    def __init__(self, kind: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
+                 dropout: float = 0.0):
         super().__init__()
         cls = {"gru": nn.GRU, "lstm": nn.LSTM}[kind]
         self.lstm = kind == "lstm"  # its state is (h, c), stacked here into one tensor
-        self.rnn = cls(input_size, hidden_size, num_layers=num_layers, batch_first=True)
+        # one layer has no layer above it: torch warns on dropout there, so none is passed
+        self.rnn = cls(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0)
         self.out = nn.Linear(hidden_size, output_size)
 
     def forward(self, x: Tensor, h0: Any = None) -> tuple[Tensor, Any]:
@@ -66,12 +71,14 @@ class TorchRecurrent(nn.Module):
 
 
 def build_encoder(kind: str, input_size: int, num_classes: int, hidden_size: int = 128,
-                  num_layers: int = 1, **rnn_options: Any) -> nn.Module:
-    """The recurrent encoder named by ``kind``; ``rnn_options`` go to ``ElmanRNN`` only."""
+                  num_layers: int = 1, dropout: float = 0.0, **rnn_options: Any) -> nn.Module:
+    """The recurrent encoder named by ``kind``; ``dropout`` between layers for every kind, ``rnn_options``
+    (initialisations) for ``ElmanRNN`` only."""
     if kind not in ENCODER_KINDS:
         raise ValueError(f"unknown encoder kind {kind!r}: expected one of {ENCODER_KINDS}")
     if kind == "rnn":
-        return ElmanRNN(input_size, hidden_size, output_size=num_classes, num_layers=num_layers, **rnn_options)
+        return ElmanRNN(input_size, hidden_size, output_size=num_classes, num_layers=num_layers, dropout=dropout,
+                        **rnn_options)
     if rnn_options:
         raise ValueError(f"options {sorted(rnn_options)} apply to the basic RNN only, not {kind!r}")
-    return TorchRecurrent(kind, input_size, hidden_size, num_classes, num_layers)
+    return TorchRecurrent(kind, input_size, hidden_size, num_classes, num_layers, dropout)
