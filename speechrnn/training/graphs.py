@@ -11,7 +11,8 @@ device (``trainer=gpu``) with ``model.cuda_graphs`` on, as ``conf/model/rnn.yaml
 A graph replays fixed shapes from fixed memory, so one is captured per training batch
 shape (the full batch, and the shorter last batch of an epoch when there is one); any
 other call runs the encoder eagerly: evaluation (``eval()`` or no gradients), and shapes
-beyond ``max_shapes``. The optimiser, the weight average and checkpoint loading all update
+beyond ``max_shapes``. A capture that fails (mixed precision with autocast's cache, say) says why
+in one warning and training goes on eagerly. The optimiser, the weight average and checkpoint loading all update
 the weights in place, which the graphs read as they are at each replay.
 """
 
@@ -70,7 +71,11 @@ class GraphedEncoder:
             if len(self.graphs) >= self.max_shapes:
                 return self.encoder(x)
             log.info("capturing the encoder's forward and backward as CUDA graphs for input shape %s", shape)
-            # warms up on, and captures with, a copy of this batch; requires_grad as the real input's
-            graphed = self.graphs[shape] = self.capture(_Unroll(self.encoder), (x.detach().clone().requires_grad_(
-                x.requires_grad),))
+            try:  # warms up on, and captures with, a copy of this batch; requires_grad as the real input's
+                graphed = self.capture(_Unroll(self.encoder), (x.detach().clone().requires_grad_(x.requires_grad),))
+            except Exception as err:  # e.g. autocast with its cache on (precision=16-mixed): train on, eagerly
+                log.warning("CUDA graphs off, the encoder trains eagerly: %s: %s", type(err).__name__, err)
+                self.max_shapes = 0
+                return self.encoder(x)
+            self.graphs[shape] = graphed
         return graphed(x)

@@ -49,6 +49,20 @@ def test_one_capture_per_training_shape_then_replays_and_eager_beyond_max_shapes
     assert fake.replays == [(4, 6, I), (4, 6, I), (2, 6, I)]
 
 
+def test_a_capture_that_fails_warns_once_and_training_goes_on_eagerly(caplog):
+    rnn, attempts = ElmanRNN(I, H), []
+
+    def refuse(module, sample_args):
+        attempts.append(module)
+        raise RuntimeError("make_graphed_callables does not support the autocast caching")
+
+    graphed, x = GraphedEncoder(rnn, capture=refuse), torch.randn(2, 6, I)
+    for _ in range(3):
+        torch.testing.assert_close(graphed(x)[0], rnn(x)[0], atol=0, rtol=0)
+    assert len(attempts) == 1 and graphed.graphs == {}
+    assert [r.levelname for r in caplog.records if "CUDA graphs off" in r.getMessage()] == ["WARNING"]
+
+
 @pytest.mark.parametrize("mode", ["eval", "no_grad"])
 def test_evaluation_runs_the_encoder_eagerly(mode):
     rnn, fake = ElmanRNN(I, H), FakeCapture()
