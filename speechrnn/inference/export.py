@@ -71,10 +71,16 @@ def export_torchscript(module: nn.Module, example: Tensor, path: Path, meta: dic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warns about deprecation and python bools it freezes
         traced = torch.jit.trace(module, example)
-    traced.save(str(path), _extra_files={"meta.json": json.dumps(meta)})
+    atomic_save(path, lambda tmp: traced.save(str(tmp), _extra_files={"meta.json": json.dumps(meta)}))
 
 
 def export_onnx(module: nn.Module, example: Tensor, path: Path, meta: dict) -> None:
+    """Export, trimmed and with ``meta`` in its metadata, into a temp file that replaces ``path`` only once
+    complete: a failed export leaves the previous model as it was."""
+    atomic_save(path, lambda tmp: _write_onnx(module, example, tmp, meta))
+
+
+def _write_onnx(module: nn.Module, example: Tensor, path: Path, meta: dict) -> None:
     import onnx
 
     log = logging.getLogger("torch.onnx")  # it warns that torchvision's operators are not there to register

@@ -91,6 +91,29 @@ def test_onnx_holds_each_weight_once(tmp_path):
     assert sum(v.shape == (64, 64) for v in values) == 1  # W_hh (or its transpose), once
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_that_fails_leaves_the_previous_file_whole(tmp_path, monkeypatch, fmt):
+    import onnx
+
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", "rnn", 0, hidden=8, layers=1)
+    out = tmp_path / "out"
+    export(ckpt, out, (fmt,))
+    name = "model.onnx" if fmt == "onnx" else "model.pt"
+    before = (out / name).read_bytes()
+
+    def disk_full(obj, f, *args, **kwargs):  # writes part of the file, then the disk is full
+        with open(f, "wb") as partial:
+            partial.write(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    owner = onnx if fmt == "onnx" else torch.jit.ScriptModule
+    monkeypatch.setattr(owner, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export(ckpt, out, (fmt,))
+    assert (out / name).read_bytes() == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
+
+
 @pytest.mark.parametrize("export_file,backend", [("model.onnx", "onnx"), ("model.pt", "torchscript")])
 def test_exported_model_transcribes_like_the_checkpoint(exported, tmp_path, capsys, export_file, backend):
     ckpt, out, _ = exported
