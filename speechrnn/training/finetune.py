@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from speechrnn.model.checkpoint import read_checkpoint
+from speechrnn.model.features import CMN_MODES
 from speechrnn.core.errors import ConfigError
 from speechrnn.model.spotter import KeywordSpotter
 
@@ -74,7 +75,10 @@ def _check_settings(path: str, hparams: dict, features: DictConfig, encoder: Dic
     saved |= {f"model.encoder.{k}": hparams["encoder"].get(k) for k in ENCODER_SHAPE}
     asked = {f"features.{k}": features.get(k) for k in hparams["features"]}
     asked |= {f"model.encoder.{k}": encoder.get(k) for k in ENCODER_SHAPE}
-    differ = sorted((k for k in saved if saved[k] != asked[k]), key=lambda k: (k != "model.encoder.kind", k))
+    # features.cmn has two spellings of the whole-clip mean (true, "clip"): compared by what they mean
+    same = {k: (CMN_MODES.get(saved[k], saved[k]), CMN_MODES.get(asked[k], asked[k])) if k == "features.cmn"
+            else (saved[k], asked[k]) for k in saved}
+    differ = sorted((k for k, (was, now) in same.items() if was != now), key=lambda k: (k != "model.encoder.kind", k))
     if differ:
         fixes = " ".join(f"model={saved[k]}" if k == "model.encoder.kind" else f"{k}={saved[k]}" for k in differ)
         raise ConfigError(f"init_from={path}: its weights fit only the settings they were trained with, and the "

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from speechrnn.training.config import compose
 from speechrnn.model.checkpoint import CheckpointError
 from speechrnn.core.errors import ConfigError
 from speechrnn.model.features import MFCC
-from speechrnn.training.finetune import Source, init_weights
+from speechrnn.training.finetune import Source, _check_settings, init_weights
 from speechrnn.model.spotter import KeywordSpotter
 from speechrnn.training.fit import train
 
@@ -172,3 +173,16 @@ def test_init_from_mistakes_are_one_line_errors_before_any_work(base, tmp_path, 
     with pytest.raises(error, match=message):
         train(cfg)
     assert not (base / f"mistake-{tmp_path.name}").exists()
+
+
+@pytest.mark.parametrize("asked,refused", [("clip", False), (True, False), ("causal", True), (False, True)])
+def test_the_two_spellings_of_the_whole_clip_mean_are_one_setting(asked, refused):
+    encoder = {"kind": "rnn", "hidden_size": 8, "num_layers": 1}
+    hparams = {"features": {"n_mfcc": 13, "cmn": True}, "encoder": encoder}
+    check = lambda: _check_settings("a.ckpt", hparams, OmegaConf.create({"n_mfcc": 13, "cmn": asked}),
+                                    OmegaConf.create(encoder))
+    if refused:
+        with pytest.raises(ConfigError, match=f"features.cmn={asked} differ; pass features.cmn=True$"):
+            check()
+    else:
+        check()
