@@ -66,6 +66,7 @@ MARKER = ".complete.json"
 README_TITLE = "# Synthetic Speech Commands (espeak-ng)"
 FORMAT = 1  # bump when the rendering changes, so old corpora are regenerated
 PARALLEL_MIN_CLIPS = 2000  # below this, one process: spawning workers would cost more than it saves
+MAX_WORKERS = 8  # each worker holds its own torch (a few hundred MB); 8 render the default corpus in seconds
 
 
 @lru_cache(maxsize=1)
@@ -290,7 +291,8 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         progress (bool, optional): show a tqdm bar on a terminal (logs and pipes stay quiet). (Default: ``True``)
         workers (int, optional): processes that render clips side by side, for corpora of at least
             ``PARALLEL_MIN_CLIPS`` clips (a spawned process first spends seconds importing torch);
-            the files are the same whatever their number. (Default: ``None``, one per CPU)
+            the files are the same whatever their number. (Default: ``None``, one per CPU, at most
+            ``MAX_WORKERS``)
 
     Returns:
         Path: ``root``.
@@ -364,7 +366,9 @@ def _one_thread() -> None:
 
 
 def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPUs this process may use, at most ``MAX_WORKERS``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, MAX_WORKERS)
 
 
 def _holds_corpus(root: Path, params: dict) -> bool:
