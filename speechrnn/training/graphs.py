@@ -18,6 +18,7 @@ the weights in place, which the graphs read as they are at each replay.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -49,7 +50,7 @@ class GraphedEncoder:
         max_shapes (int, optional): at most this many shapes are captured; later new shapes run
             eagerly. (Default: ``2``: a batch size and an epoch's last, shorter batch)
         capture (callable, optional): the capturing function, ``(module, sample_args) -> module``.
-            (Default: ``torch.cuda.make_graphed_callables``)
+            (Default: ``torch.cuda.make_graphed_callables`` with unused inputs allowed)
 
     Shapes:
         ``x (B, T, I) -> (hs (B, T, H), h_n (L, B, H))``, as the encoder. The outputs of a replay
@@ -59,7 +60,9 @@ class GraphedEncoder:
     def __init__(self, encoder: nn.Module, max_shapes: int = 2,
                  capture: Callable[[nn.Module, tuple[Tensor, ...]], nn.Module] | None = None):
         self.encoder, self.max_shapes = encoder, max_shapes
-        self.capture = capture or torch.cuda.make_graphed_callables
+        # the encoder's readout (W_hy, b_y) is a parameter its forward does not use: allowed, its gradient
+        # comes from the readout's own eager call outside the graph
+        self.capture = capture or functools.partial(torch.cuda.make_graphed_callables, allow_unused_input=True)
         self.graphs: dict[tuple[int, ...], nn.Module] = {}
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
