@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -38,6 +39,9 @@ def train(cfg: DictConfig) -> dict:
                           f"keep features.sample_rate={SAMPLE_RATE}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is not an integer")
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator} (trainer=gpu): torch sees no CUDA device on "
+                          "this machine; train on the CPU without trainer=gpu")
     source = source_of(cfg)  # init_from: the checkpoint to fine-tune, checked before any work
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise CheckpointError(f"{cfg.ckpt_path}: checkpoint to resume from not found; "

@@ -87,6 +87,16 @@ def test_a_frontend_rate_the_data_pipeline_does_not_produce_is_refused(tmp_path)
         train(cfg)
 
 
+def test_trainer_gpu_without_a_cuda_device_is_one_line_before_any_work(tmp_path, monkeypatch):
+    from speechrnn.core.errors import ConfigError
+    from speechrnn.training.fit import train
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train(["trainer=gpu", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu \(trainer=gpu\): torch sees no CUDA device"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 SMALL_SYNTH = ["data.synth.num_speakers=3", "data.synth.val_speakers=1", "data.synth.test_speakers=1",
                "+data.synth.noise_seconds=1", "+data.synth.progress=false"]
 
