@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
+from speechrnn.core.machine import usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
@@ -339,7 +340,7 @@ def _cpu_sample() -> tuple[float, float, float] | None:
 def run(quick: bool = False, device: str | None = None, data_dir: str = "data", threads: int | None = None) -> dict:
     """Every measurement of the module docstring; returns the JSON-ready results."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    threads = threads or usable_cpus()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
 import threading
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from speechrnn.core.atomic import staged_dir
 from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
+from speechrnn.core.machine import usable_cpus
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
 from speechrnn.data.noise import noise_recordings
@@ -321,7 +321,7 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         for w in words:
             (stage / w).mkdir()
         clips = [(stage, seed, voice, word, n) for _, voice, word, n in jobs]
-        workers = (workers or _cpus()) if len(clips) >= PARALLEL_MIN_CLIPS else 1
+        workers = (workers or min(usable_cpus(), MAX_WORKERS)) if len(clips) >= PARALLEL_MIN_CLIPS else 1
         bar = dict(total=len(clips), desc=f"synthesising {root.name}", unit="clip",
                    disable=None if progress else True)  # None: on a terminal only
         if workers == 1:
@@ -363,12 +363,6 @@ def _write_clip(clip: tuple[Path, int, Voice, str, int]) -> None:
 
 def _one_thread() -> None:
     torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
-
-
-def _cpus() -> int:
-    """The CPUs this process may use, at most ``MAX_WORKERS``."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(cpus, MAX_WORKERS)
 
 
 def _holds_corpus(root: Path, params: dict) -> bool:
