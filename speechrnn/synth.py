@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", default="data/synthetic", help="corpus folder (default: %(default)s)")
     p.add_argument("--words", default=",".join(WORDS_V2), help="comma-separated (default: the 35 of v0.02)")
     for name, default in (("seed", 0), ("num_speakers", 500), ("val_speakers", 50), ("test_speakers", 50),
-                          ("clips_per_speaker", 1), ("noise_seconds", 60.0)):
+                          ("clips_per_speaker", 1), ("noise_seconds", 60.0), ("neural_speakers", 0)):
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                        help="(default: %(default)s)")
     a = vars(p.parse_args(argv))
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     root = generate_corpus(a.pop("root"), words=a.pop("words").split(","), **a)
     seconds, clips = time.perf_counter() - start, json.loads((root / MARKER).read_text())["clips"]
     n, v, t = a["num_speakers"], a["val_speakers"], a["test_speakers"]
-    print(f"{root}: {clips} clips, {n} speakers ({n - v - t} train / {v} val / {t} test), {seconds:.1f} s"
+    neural = f" + {a['neural_speakers']} neural speakers (train)" if a["neural_speakers"] else ""
+    print(f"{root}: {clips} clips, {n} speakers ({n - v - t} train / {v} val / {t} test){neural}, {seconds:.1f} s"
           + (" (already complete, reused)" if marker.stat().st_mtime_ns == before else ""))
 
 

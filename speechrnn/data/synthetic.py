@@ -1,9 +1,12 @@
-"""An offline, synthetic Speech Commands corpus spoken by espeak-ng.
+"""An offline, synthetic Speech Commands corpus spoken by espeak-ng and a neural voice.
 
 Lets the pipeline be trained and tested with no download: each word is spoken by a
 few hundred "speakers", each a distinct espeak-ng voice (accent, variant, rate,
 pitch, pitch range), in the exact Speech Commands layout. Validation and test
-speakers use (accent, variant) pairs no training speaker uses.
+speakers use (accent, variant) pairs no training speaker uses. Training can also
+have "neural speakers" (``speechrnn.data.neural_voice``): espeak-ng's phonemes spoken
+by a VITS model of a real person, reshaped per speaker; they bring real speech's
+spectrum, and since they are all one person they stay out of the held-out splits.
 
 libespeak-ng (from ``espeakng_loader``) is driven through ctypes. Its synthesiser
 keeps static state between utterances (pitch-flutter phase, AGC, filter memories)
@@ -39,6 +42,7 @@ from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.core.machine import usable_cpus
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
+from speechrnn.data.neural_voice import MODEL, NeuralVoice, sample_neural_voices, speak_phonemes
 from speechrnn.data.noise import noise_recordings
 
 # Every English accent espeak-ng ships except en-Shaw, which reads the Shavian
@@ -111,6 +115,7 @@ class Voice:
 
 # ---- libespeak-ng through ctypes (constants from speak_lib.h) ----
 _SYNCHRONOUS, _CHARS_UTF8, _POS_CHARACTER, _EE_OK = 2, 1, 1, 0
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA in UTF-8
 _RATE, _PITCH, _RANGE = 1, 3, 4
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 _lock = threading.Lock()
@@ -141,6 +146,8 @@ def _fresh_library() -> tuple[ctypes.CDLL, int]:
                                  ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
     rate = lib.espeak_Initialize(_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
     if rate <= 0:
         raise RuntimeError(f"espeak_Initialize failed ({rate}) with data at {espeakng_loader.get_data_path()}")
@@ -195,6 +202,26 @@ def synthesize(word: str, voice: Voice) -> tuple[np.ndarray, int]:
     return wave, rate
 
 
+def phonemes(word: str, accent: str) -> str:
+    """The IPA phonemes espeak-ng gives ``word`` in ``accent``, e.g. ``"jˈɛs"`` for ``("yes", "en-us")``.
+
+    Raises:
+        ValueError: empty ``word``, or an accent espeak-ng does not know.
+    """
+    if not isinstance(word, str) or not word.strip():
+        raise ValueError(f"word must be a non-empty string, got {word!r}")
+    text = ctypes.create_string_buffer(word.encode())
+    with _lock:
+        lib, _ = _fresh_library()
+        if lib.espeak_SetVoiceByName(accent.encode()) != _EE_OK:
+            raise ValueError(f"espeak-ng has no voice {accent!r}; English ones are {ACCENTS}")
+        cursor, parts = ctypes.c_void_p(ctypes.addressof(text)), []
+        while cursor.value:  # one clause a call; the cursor moves on, to NULL at the end
+            if part := lib.espeak_TextToPhonemes(ctypes.byref(cursor), _CHARS_UTF8, _PHONEMES_IPA):
+                parts.append(part.decode())
+    return " ".join(parts)
+
+
 def sample_speakers(num_speakers: int, val_speakers: int, test_speakers: int, seed: int = 0,
                     accents=ACCENTS, variants=VARIANTS) -> dict[str, list[Voice]]:
     """Draw distinct voices for the training, validation and testing splits.
@@ -238,23 +265,14 @@ def _resampler(rate: int) -> T.Resample:
     return T.Resample(rate, SAMPLE_RATE)  # the kernel of torchaudio.functional.resample, computed once
 
 
-def render_clip(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
+def render_clip(word: str, voice: Voice | NeuralVoice, rng: np.random.Generator) -> np.ndarray:
     """One 1 s, 16 kHz int16 clip: the word at a random offset, random gain, faint noise.
 
-    The voice's rate and pitch are jittered a little per clip, as a person never says two
-    words alike; a word longer than ``MAX_SPEECH`` is re-spoken faster until it fits.
+    The voice's tempo (and an espeak-ng voice's pitch) is jittered a little per clip, as a
+    person never says two words alike; a word longer than ``MAX_SPEECH`` is re-spoken faster
+    until it fits.
     """
-    voice = replace(voice, rate=int(np.clip(voice.rate * rng.uniform(0.93, 1.07), 80, 450)),
-                    pitch=int(np.clip(voice.pitch + rng.integers(-4, 5), 0, 99)))
-    for _ in range(4):
-        raw, rate = synthesize(word, voice)
-        loud = np.flatnonzero(np.abs(raw) > 0.003 * max(1, np.abs(raw).max()))  # drop espeak's silence
-        raw = raw[loud[0]:loud[-1] + 1] if len(loud) else raw
-        duration = len(raw) / rate
-        if duration <= MAX_SPEECH or voice.rate == 450:
-            break
-        voice = replace(voice, rate=min(450, math.ceil(voice.rate * duration / (0.95 * MAX_SPEECH))))
-    speech = _resampler(rate)(as_float(torch.from_numpy(raw))).numpy()[:CLIP_SAMPLES]  # (N,)
+    speech = _speak_neural(word, voice, rng) if isinstance(voice, NeuralVoice) else _speak_espeak(word, voice, rng)
     fade = np.minimum(1, np.minimum(np.arange(len(speech)), np.arange(len(speech))[::-1]) / FADE)
     speech *= fade * 10 ** (rng.uniform(-18, -2) / 20) / max(np.abs(speech).max(), 1e-4)  # peak -18..-2 dBFS
     clip = rng.standard_normal(CLIP_SAMPLES) * 10 ** (rng.uniform(-78, -66) / 20)  # (16000,)
@@ -264,9 +282,41 @@ def render_clip(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray
     return to_pcm16(torch.from_numpy(clip)).numpy()
 
 
+def _trim(speech: np.ndarray) -> np.ndarray:
+    """``speech`` without the near-silence the synthesiser leaves before and after the word."""
+    loud = np.flatnonzero(np.abs(speech) > 0.003 * np.abs(speech).max(initial=0))
+    return speech[loud[0]:loud[-1] + 1] if len(loud) else speech
+
+
+def _speak_espeak(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
+    """``word`` spoken by an espeak-ng voice, jittered and fitted into ``MAX_SPEECH``: ``(N,)`` float at 16 kHz."""
+    voice = replace(voice, rate=int(np.clip(voice.rate * rng.uniform(0.93, 1.07), 80, 450)),
+                    pitch=int(np.clip(voice.pitch + rng.integers(-4, 5), 0, 99)))
+    for _ in range(4):
+        raw, rate = synthesize(word, voice)
+        raw = _trim(raw)
+        duration = len(raw) / rate
+        if duration <= MAX_SPEECH or voice.rate == 450:
+            break
+        voice = replace(voice, rate=min(450, math.ceil(voice.rate * duration / (0.95 * MAX_SPEECH))))
+    return _resampler(rate)(as_float(torch.from_numpy(raw))).numpy()[:CLIP_SAMPLES]  # (N,)
+
+
+def _speak_neural(word: str, voice: NeuralVoice, rng: np.random.Generator) -> np.ndarray:
+    """``word`` spoken by a neural voice, its tempo jittered, fitted into ``MAX_SPEECH``: ``(N,)`` float at 16 kHz."""
+    ipa, tempo = phonemes(word, voice.accent), rng.uniform(0.93, 1.07)
+    for _ in range(4):
+        speech = _trim(speak_phonemes(ipa, voice, rng, tempo))
+        duration = len(speech) / SAMPLE_RATE
+        if duration <= MAX_SPEECH:
+            break
+        tempo *= 0.95 * MAX_SPEECH / duration
+    return speech[:CLIP_SAMPLES]
+
+
 def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500, val_speakers: int = 50,
                     test_speakers: int = 50, clips_per_speaker: int = 1, seed: int = 0,
-                    noise_seconds: float = 60.0, accents=ACCENTS, variants=VARIANTS,
+                    noise_seconds: float = 60.0, accents=ACCENTS, variants=VARIANTS, neural_speakers: int = 0,
                     progress: bool = True, workers: int | None = None) -> Path:
     """Write a synthetic Speech Commands corpus under ``root`` once; later calls reuse it.
 
@@ -288,6 +338,8 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         seed (int, optional): seed of the voices, offsets, gains and noise. (Default: ``0``)
         noise_seconds (float, optional): length of each ``_background_noise_`` file. (Default: ``60``)
         accents, variants (Sequence[str], optional): voices to draw from. (Default: ``ACCENTS``, ``VARIANTS``)
+        neural_speakers (int, optional): neural speakers (``speechrnn.data.neural_voice``) added to the
+            training split, each speaking every word, in ``accents`` by turns. (Default: ``0``)
         progress (bool, optional): show a tqdm bar on a terminal (logs and pipes stay quiet). (Default: ``True``)
         workers (int, optional): processes that render clips side by side, for corpora of at least
             ``PARALLEL_MIN_CLIPS`` clips (a spawned process first spends seconds importing torch);
@@ -306,14 +358,18 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
     if not words or len(set(words)) != len(words) or any(not w or "/" in w or w[0] in "._" for w in words):
         raise DatasetError(f"words {words}: a synthetic corpus needs distinct words that can be folder names; "
                            "pass words without '/' that do not start with '.' or '_'")
-    if clips_per_speaker < 1 or noise_seconds <= 0:
-        raise ValueError(f"need clips_per_speaker >= 1 and noise_seconds > 0, got {clips_per_speaker}, {noise_seconds}")
+    if clips_per_speaker < 1 or noise_seconds <= 0 or neural_speakers < 0:
+        raise ValueError(f"need clips_per_speaker >= 1, noise_seconds > 0 and neural_speakers >= 0, got "
+                         f"{clips_per_speaker}, {noise_seconds}, {neural_speakers}")
     params = dict(format=FORMAT, espeak=espeak_version(), words=words, num_speakers=num_speakers,
                   val_speakers=val_speakers, test_speakers=test_speakers, clips_per_speaker=clips_per_speaker,
                   seed=seed, noise_seconds=noise_seconds, accents=list(accents), variants=list(variants))
+    if neural_speakers:  # only then: a corpus of espeak-ng voices alone keeps the marker it had
+        params |= dict(neural_speakers=neural_speakers, neural_voice=MODEL)
     if _holds_corpus(root, params):
         return root
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
+    speakers["training"] += sample_neural_voices(neural_speakers, seed, tuple(accents))
     jobs = [(split, voice, w, n) for split, voices in speakers.items() for voice in voices
             for w in words for n in range(clips_per_speaker)]
     with staged_dir(root) as stage:  # what a generator killed earlier left is swept; a live one's stage is kept
@@ -398,12 +454,15 @@ def _difference(key: str, there, asked) -> str:
 
 
 def _readme(params: dict, speakers: dict[str, list[Voice]]) -> str:
-    sizes = ", ".join(f"{len(v)} {s}" for s, v in speakers.items())
+    sizes = ", ".join(f"{sum(isinstance(x, Voice) for x in v)} {s}" for s, v in speakers.items())  # espeak-ng's
     return (f"{README_TITLE}\n\nNot real speech: a synthetic stand-in for Google Speech Commands written by "
             f"`speechrnn.data.synthetic.generate_corpus` with espeak-ng {params['espeak']}. {len(params['words'])} words x "
             f"{params['num_speakers']} speakers ({sizes}) x {params['clips_per_speaker']} clip(s), seed "
             f"{params['seed']}. A speaker is one espeak-ng voice (accent + variant, rate, pitch, range) and its id "
             "a hash of it; validation and test speakers use (accent, variant) pairs no training speaker uses. "
+            + (f"The training split also has {params['neural_speakers']} neural speakers: espeak-ng's phonemes of "
+               f"each accent spoken by the Piper voice {params['neural_voice']}, reshaped (vocal tract, tempo, "
+               "voice noise) per speaker. " if params.get("neural_speakers") else "") +
             "Clips are 1 s of 16 kHz mono 16-bit PCM: the word at a random offset and gain over faint noise. "
             "`_background_noise_/` holds generated white, pink, brown, running-tap-like and mains-hum noise. "
             f"`{MARKER}` holds the arguments; the same arguments rebuild the same bytes.\n")

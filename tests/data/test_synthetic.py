@@ -1,4 +1,5 @@
-"""data/synthetic.py and the synth command: an espeak-ng corpus in the exact Speech Commands layout, deterministic and built once."""
+"""data/synthetic.py, data/neural_voice.py and the synth command: an espeak-ng (and neural-voice) corpus in the
+exact Speech Commands layout, deterministic and built once."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import soundfile as sf
 from speechrnn.data import synthetic as synth
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.noise import NOISES
-from speechrnn.data.synthetic import MARKER, Voice, generate_corpus, sample_speakers, synthesize
+from speechrnn.data.neural_voice import NeuralVoice, sample_neural_voices, speak_phonemes
+from speechrnn.data.synthetic import MARKER, Voice, generate_corpus, phonemes, sample_speakers, synthesize
 from speechrnn.synth import main
 
 from helpers import killed_writers_leftover, needs_posix_signals
 
-SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1,
+SMALL = dict(words=("yes", "no", "up"), num_speakers=6, val_speakers=1, test_speakers=1, neural_speakers=2,
              noise_seconds=1.0, progress=False)
 
 
@@ -45,7 +47,7 @@ def corpus(tmp_path_factory) -> Path:
 def test_layout_and_wav_format_match_speech_commands(corpus):
     assert sorted(p.name for p in corpus.iterdir() if p.is_dir()) == ["_background_noise_", "no", "up", "yes"]
     clips = sorted(corpus.glob("*/*_nohash_*.wav"))
-    assert len(clips) == 3 * 6
+    assert len(clips) == 3 * (6 + 2)  # 6 espeak-ng speakers and 2 neural ones
     for path in clips:
         assert re.fullmatch(r"[0-9a-f]{8}_nohash_0\.wav", path.name)
         info = sf.info(path)
@@ -64,8 +66,16 @@ def test_lists_name_existing_clips_of_held_out_speakers(corpus):
     assert len(val) == len(test) == 3  # one speaker x three words each
     assert all((corpus / name).is_file() for name in val + test)
     train = speakers_of(train_clips(corpus))
-    assert len(train) == 4
+    assert len(train) == 4 + 2  # the neural speakers train only: they are all one person
     assert not speakers_of(val) & train and not speakers_of(test) & train and not speakers_of(val) & speakers_of(test)
+    neural = {v.speaker_id for v in sample_neural_voices(2, 0, synth.ACCENTS)}
+    assert neural < train
+
+
+def test_a_corpus_without_neural_speakers_keeps_the_marker_it_had(tmp_path):
+    params = json.loads((generate_corpus(tmp_path / "sc", seed=0, **(SMALL | dict(neural_speakers=0))) / MARKER)
+                        .read_text())["params"]
+    assert "neural_speakers" not in params and "neural_voice" not in params  # corpora made before stay valid
 
 
 def test_held_out_speakers_use_voices_no_training_speaker_uses():
@@ -203,6 +213,45 @@ def test_clips_hold_the_word_inside_the_second(corpus):
         assert np.abs(x).max() > 0.1
 
 
+def test_phonemes_are_espeaks_ipa_and_follow_the_accent():
+    assert phonemes("yes", "en-us") == "jˈɛs"
+    assert phonemes("right", "en-us") != phonemes("right", "en-gb-scotland")  # ɹ against a trilled r
+    with pytest.raises(ValueError, match="no voice 'xx-nowhere'"):
+        phonemes("yes", "xx-nowhere")
+
+
+def spectral_centroid(wave: np.ndarray, rate: int = 16000) -> float:
+    power = np.abs(np.fft.rfft(wave.astype(np.float64))) ** 2
+    return float((power * np.fft.rfftfreq(len(wave), 1 / rate)).sum() / power.sum())
+
+
+def test_a_neural_voice_speaks_a_pure_function_of_its_generator():
+    ipa, voice = phonemes("seven", "en-us"), NeuralVoice("en-us", vtl=1.1, noise=0.8)
+    first = speak_phonemes(ipa, voice, np.random.default_rng(1))
+    assert first.dtype == np.float32 and first.ndim == 1
+    assert 0.3 < speech_seconds(first, 16000, floor_db=-30) < 0.9
+    assert np.array_equal(speak_phonemes(ipa, voice, np.random.default_rng(1)), first)
+    other = speak_phonemes(ipa, voice, np.random.default_rng(2))  # the model's noise: another rendering
+    assert other.shape != first.shape or not np.array_equal(other, first)
+
+
+def test_a_larger_vtl_moves_the_spectrum_up_and_keeps_the_tempo():
+    ipa = phonemes("marvin", "en-us")
+    low, high = (speak_phonemes(ipa, NeuralVoice("en-us", vtl=v), np.random.default_rng(0)) for v in (0.85, 1.25))
+    assert spectral_centroid(high) > 1.3 * spectral_centroid(low)
+    assert 0.8 < len(high) / len(low) < 1.25
+
+
+def test_neural_voice_rejects_bad_values():
+    with pytest.raises(ValueError, match="vtl"):
+        NeuralVoice("en-us", vtl=2.0)
+    with pytest.raises(ValueError, match="accent"):
+        NeuralVoice("en-us+m3")
+    voices = sample_neural_voices(20, 0, ("en-us", "en"))
+    assert len({v.speaker_id for v in voices}) == 20 and {v.accent for v in voices} == {"en-us", "en"}
+    assert re.fullmatch(r"[0-9a-f]{8}", voices[0].speaker_id)
+
+
 def test_voice_rejects_bad_values():
     with pytest.raises(ValueError, match="variant 'robot9'"):
         Voice("en-us", "robot9")
@@ -218,8 +267,11 @@ def test_cli_generates_and_summarises(tmp_path, capsys):
     main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
           "--test-speakers", "1", "--noise-seconds", "1"])
     out = capsys.readouterr().out
-    assert "8 clips, 4 speakers (2 train / 1 val / 1 test)" in out
+    assert "8 clips, 4 speakers (2 train / 1 val / 1 test)" in out, out
     assert len(list((tmp_path / "cli").glob("*/*_nohash_*.wav"))) == 8
     main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
           "--test-speakers", "1", "--noise-seconds", "1"])
     assert "reused" in capsys.readouterr().out
+    main(["--root", str(tmp_path / "neural"), "--words", "yes", "--num-speakers", "3", "--val-speakers", "1",
+          "--test-speakers", "1", "--neural-speakers", "2", "--noise-seconds", "1"])
+    assert "5 clips, 3 speakers (1 train / 1 val / 1 test) + 2 neural speakers (train)" in capsys.readouterr().out
