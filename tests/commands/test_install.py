@@ -34,8 +34,8 @@ def test_a_wheel_installed_elsewhere_trains_from_an_empty_folder(tmp_path):
     assert where.startswith(str(site))
     # speechrnn-train trainer=debug on the embedded corpus, made small so the test stays short
     res = subprocess.run([str(site / "bin" / "speechrnn-train"), "trainer=debug", "data.synth.num_speakers=12",
-                          "data.synth.val_speakers=2", "data.synth.test_speakers=2", "+data.synth.noise_seconds=2",
-                          "trainer.enable_progress_bar=false", "hydra.run.dir=run"],
+                          "data.synth.val_speakers=2", "data.synth.test_speakers=2", "data.synth.neural_speakers=2",
+                          "+data.synth.noise_seconds=2", "trainer.enable_progress_bar=false", "hydra.run.dir=run"],
                          cwd=empty, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "test accuracy" in res.stdout

@@ -98,7 +98,7 @@ def test_trainer_gpu_without_a_cuda_device_is_one_line_before_any_work(tmp_path,
 
 
 SMALL_SYNTH = ["data.synth.num_speakers=3", "data.synth.val_speakers=1", "data.synth.test_speakers=1",
-               "+data.synth.noise_seconds=1", "+data.synth.progress=false"]
+               "data.synth.neural_speakers=1", "+data.synth.noise_seconds=1", "+data.synth.progress=false"]
 
 
 def test_custom_keywords_get_a_synthetic_corpus_of_their_own_with_the_other_words_as_fillers(tmp_path):
