@@ -11,6 +11,8 @@ function of its position in the run.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -39,8 +41,10 @@ class SpeedPerturb(nn.Module):
         if not 0 <= max_change < 0.5 or step <= 0:
             raise ValueError(f"need 0 <= max_change < 0.5 and step > 0, got {max_change} and {step}")
         n = int(round(max_change / step))
-        # rates as multiples of 100 Hz: a small gcd-reduced kernel per factor
+        # rates as multiples of 100 Hz: a small gcd-reduced kernel per factor, computed once here
+        # (torchaudio.functional.resample would compute it again for every batch)
         self.rates = [int(round(sample_rate * (1 + k * step) / 100)) * 100 for k in range(-n, n + 1)]
+        self.resamplers = nn.ModuleList(torchaudio.transforms.Resample(r, sample_rate) for r in self.rates)
         self.sample_rate = sample_rate
 
     def forward(self, wave: Tensor) -> Tensor:
@@ -49,10 +53,12 @@ class SpeedPerturb(nn.Module):
             return wave
         pick = torch.randint(len(self.rates), (B,))  # (B,)
         out = torch.zeros_like(wave)
+        if (kernel := self.resamplers[0].kernel).device != wave.device or kernel.dtype != wave.dtype:
+            self.resamplers.to(wave.device, wave.dtype)  # once, not every batch
         for k in pick.unique().tolist():
             rows = (pick == k).nonzero().squeeze(1).to(wave.device)
             # played at rate r as if it were sample_rate: r > sample_rate is faster and higher
-            moved = torchaudio.functional.resample(wave[rows], self.rates[k], self.sample_rate)  # (b, N')
+            moved = self.resamplers[k](wave[rows])  # (b, N')
             n = min(N, moved.shape[1])
             out[rows, :n] = moved[:, :n]
         return out
@@ -124,9 +130,11 @@ class RoomMic(nn.Module):
         low, high = self._uniform(B, self.low_hz)[:, None], self._uniform(B, self.high_hz)[:, None]
         tilt = (torch.rand(B, 1) * 2 - 1) * self.tilt_db
         f = freqs.clamp(min=1.0)[None]  # (1, F)
-        gain_db = (tilt * torch.log2(f / 1000)  # tilt, then 2nd-order Butterworth high-pass and 4th-order low-pass
-                   - 10 * torch.log10(1 + (low / f) ** 4) - 10 * torch.log10(1 + (f / high) ** 8))
-        return 10 ** (gain_db / 20)
+        # tilt dB/octave around 1 kHz, a 2nd-order Butterworth high-pass and a 4th-order low-pass, as magnitudes
+        # (10^(dB/20) as one exp; squares and one rsqrt rather than pow and log10: this runs every batch)
+        tilted = torch.exp(tilt * torch.log2(f / 1000) * (math.log(10) / 20))  # (B, F)
+        high_pass, low_pass = (low / f).square().square(), (f / high).square().square().square()
+        return tilted * torch.rsqrt((1 + high_pass) * (1 + low_pass))
 
     def forward(self, wave: Tensor) -> Tensor:
         B, N = wave.shape
@@ -136,17 +144,17 @@ class RoomMic(nn.Module):
         if not (reverb.any() or band.any() or clip.any()):
             return wave
         n_fft = -(-(N + self.rir_len) // 2000) * 2000  # linear convolution; 2^4 * 5^3 keeps the FFT fast
-        response = torch.ones(B, n_fft // 2 + 1, dtype=torch.complex64)  # (B, F)
+        response = None  # (B, F): the room's, the microphone's, or their product
         if reverb.any():
             rir = self.impulse_responses(B)  # (B, L)
             rir[~reverb, 1:] = 0  # the direct sound alone: a dry clip
-            response = response * torch.fft.rfft(rir, n_fft)
+            response = torch.fft.rfft(rir, n_fft)
         if band.any():
             mic = self.mic_responses(B, torch.fft.rfftfreq(n_fft, 1 / self.sample_rate))  # (B, F)
             mic[~band] = 1.0  # a flat microphone
-            response = response * mic
+            response = mic if response is None else response * mic
         x = wave
-        if reverb.any() or band.any():
+        if response is not None:
             x = torch.fft.irfft(torch.fft.rfft(wave, n_fft) * response.to(wave.device), n_fft)[:, :N]  # (B, N)
             level = wave.pow(2).mean(1, keepdim=True).sqrt() / x.pow(2).mean(1, keepdim=True).sqrt().clamp(min=1e-8)
             x = x * level

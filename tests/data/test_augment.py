@@ -171,6 +171,19 @@ def test_band_limiting_attenuates_a_high_tone_far_more_than_a_low_one():
     torch.testing.assert_close(ratio, torch.full((8,), (1 + 3.0 ** 8) ** -0.5), rtol=0.05, atol=0)  # 4th order: -38 dB
 
 
+def test_the_microphone_is_3_db_down_at_its_cut_offs_and_tilts_by_the_drawn_db_per_octave():
+    freqs = torch.tensor([100.0, 1000.0, 2000.0, 4000.0])
+    mic = RoomMic(low_hz=(100.0, 100.0), high_hz=(4000.0, 4000.0), tilt_db=0.0).mic_responses(1, freqs)[0]
+    torch.testing.assert_close(mic[[0, 3]], torch.full((2,), 2 ** -0.5), rtol=0.02, atol=0)  # -3 dB at both
+    torch.testing.assert_close(mic[1], torch.tensor(1.0), rtol=0.01, atol=0)  # flat between them
+    torch.manual_seed(0)
+    tilted = RoomMic(low_hz=(1.0, 1.0), high_hz=(1e6, 1e6), tilt_db=6.0).mic_responses(4, freqs)  # (4, F)
+    db_per_octave = 20 * torch.log10(tilted[:, 2] / tilted[:, 1])  # 1 -> 2 kHz
+    torch.testing.assert_close(tilted[:, 1], torch.ones(4), rtol=1e-4, atol=0)  # the tilt pivots on 1 kHz
+    assert (db_per_octave.abs() <= 6.0 + 1e-4).all() and db_per_octave.std() > 0.5, db_per_octave
+    torch.testing.assert_close(20 * torch.log10(tilted[:, 3] / tilted[:, 2]), db_per_octave, rtol=1e-4, atol=1e-4)
+
+
 def test_room_with_nothing_drawn_returns_the_input():
     wave = torch.randn(8, 1600) * 0.1
     assert RoomMic(reverb_prob=0.0, band_prob=0.0, clip_prob=0.0)(wave) is wave
