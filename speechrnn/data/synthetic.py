@@ -42,7 +42,8 @@ from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.core.machine import usable_cpus
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
-from speechrnn.data.neural_voice import MODEL, NOISE_SIZE, NeuralVoice, sample_neural_voices, speak_phonemes
+from speechrnn.data.neural_voice import (MODEL, NOISE_PER_ID, NOISE_SIZE, NeuralVoice, sample_neural_voices,
+                                        speak_phonemes)
 from speechrnn.data.noise import noise_recordings
 
 # Every English accent espeak-ng ships except en-Shaw, which reads the Shavian
@@ -368,7 +369,7 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
                   val_speakers=val_speakers, test_speakers=test_speakers, clips_per_speaker=clips_per_speaker,
                   seed=seed, noise_seconds=noise_seconds, accents=list(accents), variants=list(variants))
     if neural_speakers:  # only then: a corpus of espeak-ng voices alone keeps the marker it had
-        params |= dict(neural_speakers=neural_speakers, neural_voice=MODEL, neural_noise=NOISE_SIZE)
+        params |= dict(neural_speakers=neural_speakers, neural_voice=MODEL, neural_noise=[NOISE_SIZE, NOISE_PER_ID])
     if _holds_corpus(root, params):
         return root
     speakers = sample_speakers(num_speakers, val_speakers, test_speakers, seed, accents, variants)
