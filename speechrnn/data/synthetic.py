@@ -69,7 +69,7 @@ MAX_SPEECH = 0.9  # seconds; slower renderings are re-spoken faster so the word 
 MARGIN, FADE = 800, 80  # samples at 16 kHz: 50 ms kept clear at each edge when the word allows, 5 ms fades
 MARKER = ".complete.json"
 README_TITLE = "# Synthetic Speech Commands (espeak-ng)"
-FORMAT = 1  # bump when the rendering changes, so old corpora are regenerated
+FORMAT = 1  # bump when the rendering changes, so an old corpus is refused by name (never silently reused)
 PARALLEL_MIN_CLIPS = 2000  # below this, one process: spawning workers would cost more than it saves
 MAX_WORKERS = 8  # each worker holds its own torch (a few hundred MB); 8 render the default corpus in seconds
 
