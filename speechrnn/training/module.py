@@ -70,6 +70,10 @@ class KeywordModule(L.LightningModule):
             (every y_t alike) or ``"linear"`` (step t of T weighs 2t / (T + 1), mean 1): late steps,
             which have heard most of the word, count most, early ones barely. (Default: ``"uniform"``)
         label_smoothing (float, optional): cross-entropy label smoothing. (Default: ``0``)
+        mixup (float, optional): in training, mix each batch's features with the same batch in
+            another order, ``lam x + (1 - lam) x[perm]``, and its losses alike, with ``lam`` drawn from
+            Beta(mixup, mixup) once a batch (the larger of lam and 1 - lam, so a clip's own label
+            weighs most); 0 turns it off. (Default: ``0``)
         diagnostics_every (int, optional): every this many steps, log ||dL/dh_t|| over t
             (``speechrnn.training.diagnostics``) to ``grad_norms.jsonl`` in the log folder; 0 turns it off. (Default: ``0``)
         cuda_graphs (bool, optional): on one CUDA device, train the encoder through CUDA graphs
@@ -79,16 +83,18 @@ class KeywordModule(L.LightningModule):
     def __init__(self, labels: list[str], features: dict, encoder: dict, optimizer: dict,
                  scheduler: dict | None = None, specaugment: dict | None = None,
                  aux_loss_weight: float = 0.0, aux_loss_profile: str = "uniform", label_smoothing: float = 0.0,
-                 diagnostics_every: int = 0, cuda_graphs: bool = False):
+                 mixup: float = 0.0, diagnostics_every: int = 0, cuda_graphs: bool = False):
         super().__init__()
         if aux_loss_profile not in AUX_PROFILES:
             raise ValueError(f"aux_loss_profile must be one of {AUX_PROFILES}, got {aux_loss_profile!r}")
+        if not (isinstance(mixup, (int, float)) and math.isfinite(mixup) and mixup >= 0):
+            raise ValueError(f"mixup must be a finite number >= 0 (0: off), got {mixup!r}")
         labels, features, encoder = list(labels), _plain(features), _plain(encoder)
         optimizer, scheduler, specaugment = _plain(optimizer), _plain(scheduler), _plain(specaugment)
         self.save_hyperparameters(dict(labels=labels, features=features, encoder=encoder, optimizer=optimizer,
                                        scheduler=scheduler, specaugment=specaugment,
                                        aux_loss_weight=aux_loss_weight, aux_loss_profile=aux_loss_profile,
-                                       label_smoothing=label_smoothing,
+                                       label_smoothing=label_smoothing, mixup=mixup,
                                        diagnostics_every=diagnostics_every, cuda_graphs=cuda_graphs))
         self.model = KeywordSpotter(labels, features, encoder)
         self.val_acc = MulticlassAccuracy(num_classes=len(labels), average="micro")
@@ -110,10 +116,14 @@ class KeywordModule(L.LightningModule):
         wave, y, index = batch
         mask = self.specaugment if stage == "train" else None
         x = self.model.frontend(wave, mask=mask)  # (B, T, F)
-        logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-        if stage == "train" and self.hparams.aux_loss_weight > 0:
-            loss = loss + self.hparams.aux_loss_weight * self._aux_loss(hs, y)
+        if stage == "train" and self.hparams.mixup > 0:
+            lam, perm = self._mixup_draw(len(y))
+            x = lam * x + (1 - lam) * x[perm]
+            logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
+            loss = lam * self._loss(logits, hs, y, stage) + (1 - lam) * self._loss(logits, hs, y[perm], stage)
+        else:
+            logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
+            loss = self._loss(logits, hs, y, stage)
         if not torch.isfinite(loss):
             self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
         if stage == "train":
@@ -123,6 +133,20 @@ class KeywordModule(L.LightningModule):
             acc = self.val_acc
         self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=True,
                       on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=stage != "train")
+        return loss
+
+    def _mixup_draw(self, B: int) -> tuple[float, Tensor]:
+        """This batch's mixup weight in [0.5, 1] and partner order (B,), from torch's generator, which
+        the data module seeds per batch: a resumed run draws them again."""
+        alpha = torch.tensor(float(self.hparams.mixup))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        return max(lam, 1 - lam), torch.randperm(B, device=self.device)
+
+    def _loss(self, logits: Tensor, hs: Tensor, y: Tensor, stage: str) -> Tensor:
+        """Cross-entropy of the last step's logits against ``y``, plus the auxiliary loss in training."""
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        if stage == "train" and self.hparams.aux_loss_weight > 0:
+            loss = loss + self.hparams.aux_loss_weight * self._aux_loss(hs, y)
         return loss
 
     def _aux_loss(self, hs: Tensor, y: Tensor) -> Tensor:

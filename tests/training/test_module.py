@@ -56,3 +56,31 @@ def test_the_auxiliary_loss_is_added_in_training_only():
 def test_an_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="aux_loss_profile must be one of"):
         module(aux_loss_profile="quadratic")
+
+
+def test_mixup_trains_on_the_mixed_features_against_both_labels_by_their_weights():
+    m, wave, y = module(mixup=0.4), torch.randn(4, 16000), torch.tensor([0, 1, 2, 1])
+    m.log_dict = lambda *a, **k: None
+    torch.manual_seed(3)
+    lam, perm = m._mixup_draw(4)
+    assert 0.5 <= lam <= 1 and sorted(perm.tolist()) == [0, 1, 2, 3]
+    x = m.model.frontend(wave)
+    logits, hs = m.model.forward_features(lam * x + (1 - lam) * x[perm])
+    expected = lam * (F.cross_entropy(logits, y) + m._aux_loss(hs, y)) \
+        + (1 - lam) * (F.cross_entropy(logits, y[perm]) + m._aux_loss(hs, y[perm]))
+    torch.manual_seed(3)  # the same draws inside the step
+    torch.testing.assert_close(m._step((wave, y, torch.arange(4)), "train"), expected)
+    # validation never mixes
+    torch.testing.assert_close(m._step((wave, y, torch.arange(4)), "val"), F.cross_entropy(m.model(wave), y))
+
+
+def test_mixup_weights_lean_to_the_clips_own_label_and_vary_between_batches():
+    m = module(mixup=0.4)
+    lams = [m._mixup_draw(8)[0] for _ in range(50)]
+    assert min(lams) >= 0.5 and max(lams) <= 1 and len(set(lams)) == 50
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.2"])
+def test_a_bad_mixup_is_refused(bad):
+    with pytest.raises(ValueError, match="mixup must be"):
+        module(mixup=bad)
