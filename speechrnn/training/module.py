@@ -87,7 +87,7 @@ class KeywordModule(L.LightningModule):
         super().__init__()
         if aux_loss_profile not in AUX_PROFILES:
             raise ValueError(f"aux_loss_profile must be one of {AUX_PROFILES}, got {aux_loss_profile!r}")
-        if not (isinstance(mixup, (int, float)) and math.isfinite(mixup) and mixup >= 0):
+        if isinstance(mixup, bool) or not (isinstance(mixup, (int, float)) and math.isfinite(mixup) and mixup >= 0):
             raise ValueError(f"mixup must be a finite number >= 0 (0: off), got {mixup!r}")
         labels, features, encoder = list(labels), _plain(features), _plain(encoder)
         optimizer, scheduler, specaugment = _plain(optimizer), _plain(scheduler), _plain(specaugment)
@@ -116,14 +116,14 @@ class KeywordModule(L.LightningModule):
         wave, y, index = batch
         mask = self.specaugment if stage == "train" else None
         x = self.model.frontend(wave, mask=mask)  # (B, T, F)
-        if stage == "train" and self.hparams.mixup > 0:
+        mixed = stage == "train" and self.hparams.mixup > 0
+        if mixed:
             lam, perm = self._mixup_draw(len(y))
             x = lam * x + (1 - lam) * x[perm]
-            logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
-            loss = lam * self._loss(logits, hs, y, stage) + (1 - lam) * self._loss(logits, hs, y[perm], stage)
-        else:
-            logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
-            loss = self._loss(logits, hs, y, stage)
+        logits, hs = self.model.forward_features(x, self.graphed)  # (B, C), (B, T, H)
+        loss = self._loss(logits, hs, y, stage)
+        if mixed:  # the partner's label, by its share of the features
+            loss = lam * loss + (1 - lam) * self._loss(logits, hs, y[perm], stage)
         if not torch.isfinite(loss):
             self._raise_non_finite(f"the {stage} loss is {loss.item()}", index, stage)
         if stage == "train":

@@ -80,7 +80,7 @@ def test_mixup_weights_lean_to_the_clips_own_label_and_vary_between_batches():
     assert min(lams) >= 0.5 and max(lams) <= 1 and len(set(lams)) == 50
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.2"])
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.2", True])
 def test_a_bad_mixup_is_refused(bad):
     with pytest.raises(ValueError, match="mixup must be"):
         module(mixup=bad)
