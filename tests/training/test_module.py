@@ -59,15 +59,20 @@ def test_an_unknown_profile_is_refused():
 
 
 def test_mixup_trains_on_the_mixed_features_against_both_labels_by_their_weights():
-    m, wave, y = module(mixup=0.4), torch.randn(4, 16000), torch.tensor([0, 1, 2, 1])
+    # noise that starts at a different time in each clip: stationary noise alone is nothing after
+    # each clip's mean is subtracted, and every clip would give the same logits
+    onset = torch.arange(16000) >= torch.tensor([[1000], [5000], [9000], [13000]])  # (4, 16000)
+    m, wave, y = module(mixup=0.4), torch.randn(4, 16000) * onset, torch.tensor([0, 1, 2, 1])
     m.log_dict = lambda *a, **k: None
     torch.manual_seed(3)
     lam, perm = m._mixup_draw(4)
     assert 0.5 <= lam <= 1 and sorted(perm.tolist()) == [0, 1, 2, 3]
     x = m.model.frontend(wave)
     logits, hs = m.model.forward_features(lam * x + (1 - lam) * x[perm])
-    expected = lam * (F.cross_entropy(logits, y) + m._aux_loss(hs, y)) \
-        + (1 - lam) * (F.cross_entropy(logits, y[perm]) + m._aux_loss(hs, y[perm]))
+    own, partner = (F.cross_entropy(logits, y) + m._aux_loss(hs, y),
+                    F.cross_entropy(logits, y[perm]) + m._aux_loss(hs, y[perm]))
+    assert abs(own - partner) > 0.01  # the clips differ, so the two labels' losses do
+    expected = lam * own + (1 - lam) * partner
     torch.manual_seed(3)  # the same draws inside the step
     torch.testing.assert_close(m._step((wave, y, torch.arange(4)), "train"), expected)
     # validation never mixes
