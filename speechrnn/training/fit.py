@@ -75,8 +75,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.ckpt_path:
         _keep_metrics_of_killed_run(logger)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
-    warn_if_short(len(data.splits["training"]), cfg.data.batch_size * trainer.world_size, trainer.max_epochs,
-                  trainer.max_steps)
+    if cfg.trainer.get("limit_train_batches", 1.0) == 1.0 and not cfg.trainer.get("fast_dev_run"):  # not trainer=debug
+        warn_if_short(len(data.splits["training"]), cfg.data.batch_size * trainer.world_size, trainer.max_epochs,
+                      trainer.max_steps)
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
