@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
-from speechrnn.core.machine import usable_cpus
+from speechrnn.core.machine import keep_freed_memory, usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
@@ -393,14 +393,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the CPUs this process may use)")
     args = parser.parse_args(argv)
+    kept = keep_freed_memory()
     res = run(args.quick, args.device, args.data_dir, args.threads)
     m = res["meta"]
+    m["freed_memory_kept"] = kept
     others = "unknown" if m["other_cpus"] is None else f"{m['other_cpus']:.2f}"
     print(f"speechrnn.bench on {m['device']} ({m['device_name']}), {m['threads']} threads, torch {m['torch']}, "
           f"{m['statistic']}; other processes used {others} CPUs meanwhile")
     print(f"machine: {m['cpu']}, {m['cpu_count']} CPUs; BLAS {m['blas']}, CPU kernels {m['cpu_capability']}, "
           f"oneDNN {m['mkldnn']}; peak GEMM {m['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s "
-          f"({'x'.join(map(str, m['peak_gemm_shape']))})")
+          f"({'x'.join(map(str, m['peak_gemm_shape']))}); malloc "
+          f"{'keeps freed blocks (keep_freed_memory)' if kept else 'as the system set it'}")
     if m["other_cpus"] is not None and m["other_cpus"] > 0.2:
         print(f"warning: other processes used {m['other_cpus']:.2f} CPUs during the bench; multi-threaded GEMMs "
               "slow down far more than that share when a thread is preempted: rerun on a quiet machine (or with "

@@ -53,6 +53,7 @@ from speechrnn.data.layout import DatasetError, load_noise, load_noise_dir
 from speechrnn.inference.detect import (add_smoothing_args, calibrate, calibration_path, smoothing_from_args, sweep,
                               write_calibration)
 from speechrnn.core.errors import friendly
+from speechrnn.core.machine import keep_freed_memory
 from speechrnn.core.readme import check_readme, write_readme
 from speechrnn.evaluation.report import write_detection_curves
 from speechrnn.inference.backends import load_backend
@@ -267,6 +268,7 @@ def calibrate_models(args: argparse.Namespace, backends: list) -> None:
 @friendly
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     backends = load_backends(args.model)
     if args.calibrate:

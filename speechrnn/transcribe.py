@@ -41,6 +41,7 @@ import torch
 from speechrnn.core.audio import AudioError
 from speechrnn.core.cli import version_line
 from speechrnn.core.errors import friendly
+from speechrnn.core.machine import keep_freed_memory
 from speechrnn.inference.backends import load_backend
 from speechrnn.inference.detect import (RecognizeCommands, add_smoothing_args, detect_events, is_keyword, read_calibration,
                                         smoothing_from_args)
@@ -143,6 +144,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @friendly
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     backend = load_backend(args.model, args.batch_size)

@@ -1,8 +1,16 @@
-"""What this process may use of the machine."""
+"""What this process may use of the machine, and how it asks for memory."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
+
+# glibc's mallopt(3) parameters (malloc.h) and the values keep_freed_memory sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit: blocks up to 32 MiB come from the heap
+TRIM_THRESHOLD = 256 << 20  # free memory the heap keeps at its top before giving it back
+_USER_MALLOC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
 def usable_cpus() -> int:
@@ -10,3 +18,25 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep large freed blocks for reuse instead of returning them to the OS.
+
+    By default glibc unmaps a freed block above a moving threshold and trims free memory off the
+    top of its heap, so the next batch's tensors of the same sizes land on fresh pages that the
+    kernel maps in 4 KiB at a time: one training step of the default model (batch 32) took
+    ~3,000 page faults, and 3 epochs on a 2-core KVM AMD EPYC spent 12 s of 39 in the kernel
+    (1.4 s of 34 with this). PyTorch's CPU tuning guide gives the same cause for preloading
+    jemalloc or tcmalloc; mallopt(3) gets it from glibc itself, no preload. The cost is a
+    resident size near the peak (+5 % in that run).
+
+    The commands call it at their start; importing speechrnn as a library changes nothing.
+    Returns whether it applied: only on glibc, and never over the user's own malloc settings
+    (``MALLOC_*_`` variables or ``glibc.malloc`` tunables).
+    """
+    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _USER_MALLOC_SETTINGS) \
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own glibc
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -24,6 +24,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 import speechrnn
 from speechrnn.core.cli import answers_version
 from speechrnn.core.errors import ConfigError, friendly
+from speechrnn.core.machine import keep_freed_memory
 from speechrnn.data.synthetic import synthetic_dir, synthetic_words
 
 NUMBERS = {int, float, bool, type(None)}
@@ -48,11 +49,16 @@ def compose(name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfi
 
 def command(name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Make ``fn(cfg)`` the Hydra command of ``conf/<name>.yaml``: its mistakes one-line errors,
-    and ``--version`` answered as on every command."""
+    ``--version`` answered as on every command, and freed memory kept for reuse (``keep_freed_memory``)."""
 
     def decorate(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        @functools.wraps(fn)
+        def run(cfg: DictConfig) -> Any:
+            keep_freed_memory()
+            return fn(cfg)
+
         return answers_version(hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=name)(
-            friendly(config_errors(fn))))
+            friendly(config_errors(run))))
 
     return decorate
 
