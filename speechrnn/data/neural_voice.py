@@ -36,6 +36,22 @@ NOISE_SIZE, NOISE_PER_ID = 100_000, 3_000
 VTL, LENGTH, NOISE, NOISE_W = (0.88, 1.22), (0.8, 1.25), (0.4, 0.9), (0.4, 1.0)  # sampling bounds of a speaker
 
 
+def check_voice(voice, bounds: tuple[tuple[str, float, float], ...], integers: bool = False) -> None:
+    """Check a voice's fields: ``voice.accent`` is one espeak-ng voice, each field ``name`` lies in [lo, hi].
+
+    Shared by ``NeuralVoice`` and the espeak-ng ``speechrnn.data.synthetic.Voice``.
+
+    Raises:
+        ValueError: the first field out of place, named with its bounds.
+    """
+    if not voice.accent or "+" in voice.accent:
+        raise ValueError(f"accent must be an espeak-ng voice such as 'en-us', got {voice.accent!r}")
+    for name, lo, hi in bounds:
+        value = getattr(voice, name)
+        if integers and not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be {'an int ' if integers else ''}in [{lo}, {hi}], got {value!r}")
+
+
 @dataclass(frozen=True)
 class NeuralVoice:
     """One neural speaker: an espeak-ng accent's phonemes spoken by the Piper voice, reshaped.
@@ -56,11 +72,7 @@ class NeuralVoice:
     noise_w: float = 0.8
 
     def __post_init__(self):
-        if not self.accent or "+" in self.accent:
-            raise ValueError(f"accent must be an espeak-ng voice such as 'en-us', got {self.accent!r}")
-        for name, lo, hi in (("vtl", 0.7, 1.4), ("length", 0.5, 2.0), ("noise", 0.0, 1.5), ("noise_w", 0.0, 1.5)):
-            if not lo <= (value := getattr(self, name)) <= hi:
-                raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+        check_voice(self, (("vtl", 0.7, 1.4), ("length", 0.5, 2.0), ("noise", 0.0, 1.5), ("noise_w", 0.0, 1.5)))
 
     @property
     def speaker_id(self) -> str:

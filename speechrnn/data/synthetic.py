@@ -42,8 +42,8 @@ from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
 from speechrnn.core.machine import usable_cpus
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
-from speechrnn.data.neural_voice import (MODEL, NOISE_PER_ID, NOISE_SIZE, NeuralVoice, sample_neural_voices,
-                                        speak_phonemes)
+from speechrnn.data.neural_voice import (MODEL, NOISE_PER_ID, NOISE_SIZE, NeuralVoice, check_voice,
+                                        sample_neural_voices, speak_phonemes)
 from speechrnn.data.noise import noise_recordings
 
 # Every English accent espeak-ng ships except en-Shaw, which reads the Shavian
@@ -99,13 +99,9 @@ class Voice:
     range: int = 50
 
     def __post_init__(self):
-        if not self.accent or "+" in self.accent:
-            raise ValueError(f"accent must be an espeak-ng voice such as 'en-us', got {self.accent!r}")
+        check_voice(self, (("rate", 80, 450), ("pitch", 0, 99), ("range", 0, 99)), integers=True)
         if self.variant not in available_variants():
             raise ValueError(f"unknown espeak-ng variant {self.variant!r}: expected a file of voices/!v such as 'm3'")
-        for name, lo, hi in (("rate", 80, 450), ("pitch", 0, 99), ("range", 0, 99)):
-            if not (isinstance(value := getattr(self, name), int) and lo <= value <= hi):
-                raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
 
     @property
     def speaker_id(self) -> str:

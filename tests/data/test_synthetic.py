@@ -265,6 +265,10 @@ def test_voice_rejects_bad_values():
         Voice("en-us", "robot9")
     with pytest.raises(ValueError, match="rate"):
         Voice("en-us", "m3", rate=20)
+    with pytest.raises(ValueError, match=r"pitch must be an int in \[0, 99\], got 50.5"):
+        Voice("en-us", "m3", pitch=50.5)
+    with pytest.raises(ValueError, match="accent"):
+        Voice("en-us+m3", "m3")
     with pytest.raises(ValueError, match="no voice 'xx-nowhere'"):
         synthesize("yes", Voice("xx-nowhere", "m3"))
     assert re.fullmatch(r"[0-9a-f]{8}", Voice("en-us", "m3").speaker_id)
