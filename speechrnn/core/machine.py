@@ -26,10 +26,12 @@ def keep_freed_memory() -> bool:
     By default glibc unmaps a freed block above a moving threshold and trims free memory off the
     top of its heap, so the next batch's tensors of the same sizes land on fresh pages that the
     kernel maps in 4 KiB at a time: one training step of the default model (batch 32) took
-    ~3,000 page faults, and 3 epochs on a 2-core KVM AMD EPYC spent 12 s of 39 in the kernel
-    (1.4 s of 34 with this). PyTorch's CPU tuning guide gives the same cause for preloading
-    jemalloc or tcmalloc; mallopt(3) gets it from glibc itself, no preload. The cost is a
-    resident size near the peak (+5 % in that run).
+    ~3,000 page faults, and ``make demo``'s training on a 2-core KVM AMD EPYC spent 108 s of
+    6 min 53 s in the kernel (6.5 s of 5 min 21 s with this). PyTorch's CPU tuning guide gives
+    the same cause for preloading jemalloc or tcmalloc; mallopt(3) gets it from glibc itself,
+    no preload. The cost is a resident size near the peak (+3 % in that run). Both settings
+    are needed: setting the trim threshold alone also fixes the unmap threshold at 128 KiB,
+    which doubled that training's time.
 
     The commands call it at their start; importing speechrnn as a library changes nothing.
     Returns whether it applied: only on glibc, and never over the user's own malloc settings
