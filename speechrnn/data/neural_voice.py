@@ -48,7 +48,7 @@ def check_voice(voice, bounds: tuple[tuple[str, float, float], ...], integers: b
         raise ValueError(f"accent must be an espeak-ng voice such as 'en-us', got {voice.accent!r}")
     for name, lo, hi in bounds:
         value = getattr(voice, name)
-        if integers and not isinstance(value, int) or not lo <= value <= hi:
+        if (integers and not isinstance(value, int)) or not lo <= value <= hi:
             raise ValueError(f"{name} must be {'an int ' if integers else ''}in [{lo}, {hi}], got {value!r}")
 
 
