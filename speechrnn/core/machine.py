@@ -5,6 +5,10 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
 
 # glibc's mallopt(3) parameters (malloc.h) and the values keep_freed_memory sets
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -18,6 +22,22 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, then give back the count it found.
+
+    For work too small to split (one streaming step, one synthesised clip), extra threads only
+    add synchronisation: on a 2-core AMD EPYC a streaming step took 11.3 us at 2 threads and 10.0
+    at 1 (MKL's tanh consults its thread pool on every call), and on a busy CPU they spin.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def keep_freed_memory() -> bool:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from speechrnn.core.atomic import staged_dir
 from speechrnn.core.audio import SAMPLE_RATE, as_float, to_pcm16
-from speechrnn.core.machine import usable_cpus
+from speechrnn.core.machine import torch_threads, usable_cpus
 from speechrnn.data.layout import DatasetError
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, WORDS_V2
 from speechrnn.data.neural_voice import (MODEL, NOISE_PER_ID, NOISE_SIZE, NeuralVoice, check_voice,
@@ -381,13 +381,9 @@ def generate_corpus(root: str | Path, *, words=WORDS_V2, num_speakers: int = 500
         bar = dict(total=len(clips), desc=f"synthesising {root.name}", unit="clip",
                    disable=None if progress else True)  # None: on a terminal only
         if workers == 1:
-            threads = torch.get_num_threads()
-            _one_thread()
-            try:
+            with torch_threads(1):  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
                 for _ in tqdm(map(_write_clip, clips), **bar):
                     pass
-            finally:
-                torch.set_num_threads(threads)
         else:  # spawned, not forked: a fork of a process whose OpenMP pool has run can hang in torch
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_one_thread) as pool:
@@ -418,7 +414,7 @@ def _write_clip(clip: tuple[Path, int, Voice, str, int]) -> None:
 
 
 def _one_thread() -> None:
-    torch.set_num_threads(1)  # a clip is too small to split: extra threads only spin, 5x slower on a busy CPU
+    torch.set_num_threads(1)  # a worker's whole life: as torch_threads(1) above
 
 
 def _holds_corpus(root: Path, params: dict) -> bool:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from speechrnn.core.audio import as_float
+from speechrnn.core.machine import torch_threads
 from speechrnn.core.timing import race
 from speechrnn.data.cache import ClipArray
 from speechrnn.inference.backends import OnnxBackend
@@ -56,19 +57,14 @@ def macs_per_second(encoder: nn.Module, steps: int) -> int:
 
 def step_latency(model: KeywordSpotter, seconds: float = 1.0) -> float:
     """Best seconds of one streaming step of the model's encoder (``encoder.step``, batch 1, one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        encoder, x_t = model.encoder, torch.randn(1, model.frontend.dim)  # (B=1, I)
-        state = {"s": encoder.init_state(1)}
+    encoder, x_t = model.encoder, torch.randn(1, model.frontend.dim)  # (B=1, I)
+    state = {"s": encoder.init_state(1)}
 
-        def step():
-            state["s"] = encoder.step(x_t, state["s"])[1]
+    def step():
+        state["s"] = encoder.step(x_t, state["s"])[1]
 
-        with torch.inference_mode():
-            return race({"step": step}, sync=lambda: None, seconds=seconds)["step"]
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), torch.inference_mode():
+        return race({"step": step}, sync=lambda: None, seconds=seconds)["step"]
 
 
 def export_sizes(ckpt: str | Path, out: str | Path) -> dict[str, int]:

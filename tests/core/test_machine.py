@@ -1,4 +1,4 @@
-"""machine.py: the commands' malloc setting, measured by the page faults a training step takes."""
+"""machine.py: the commands' malloc setting, measured by the page faults a training step takes; thread counts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
-from speechrnn.core.machine import keep_freed_memory
+from speechrnn.core.machine import keep_freed_memory, torch_threads
 
 from helpers import subprocess_env
 
@@ -77,3 +78,14 @@ def test_the_users_own_malloc_settings_are_left_alone(monkeypatch, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert keep_freed_memory() is False
+
+
+def test_torch_threads_holds_the_count_for_its_block_and_gives_back_the_one_it_found():
+    torch.set_num_threads(2)  # conftest sets the suite's count again after the test
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == 2  # given back when the block fails too
