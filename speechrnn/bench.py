@@ -10,7 +10,8 @@ machine's load of the moment:
   rate (a large square matmul) and of the rate of its own GEMM shapes, all
   measured in the same run;
 - **inference:** one-clip latency of the whole model, and the streaming step
-  (``ElmanRNN.step`` at H=128, B=1, its lean inference path) against ``nn.RNNCell``;
+  (``ElmanRNN.step`` at H=128, B=1, its lean inference path) against ``nn.RNNCell``,
+  on one thread as the product streams;
 - **frontend:** MFCC clips/s;
 - **data and epochs:** a short Lightning fit on the embedded corpus (or random
   clips when ``<data-dir>/synthetic`` is absent) timing each batch's loading and
@@ -48,7 +49,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
-from speechrnn.core.machine import keep_freed_memory, usable_cpus
+from speechrnn.core.machine import keep_freed_memory, torch_threads, usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
@@ -151,7 +152,8 @@ def bench_inference(model: nn.Module, H: int, seconds: float, device: torch.devi
 
     with torch.inference_mode():
         clip = race({"model": lambda: model(wave), "frontend": lambda: model.frontend(wave)}, sync, seconds)
-        stream = race({"ElmanRNN.step": step, "nn.RNNCell": cell_step}, sync, seconds)
+        with torch_threads(1):  # as transcribe and streamtest stream (their --threads 1)
+            stream = race({"ElmanRNN.step": step, "nn.RNNCell": cell_step}, sync, seconds)
     return dict(clip_latency_s=clip["model"], frontend_latency_s=clip["frontend"], stream_step_s=stream,
                 input_size=rnn.input_size, hidden_size=rnn.hidden_size)
 
@@ -267,7 +269,7 @@ def rows(res: dict) -> list[dict]:
             f"GEMMs alone {r['gemm_bound_s'] * 1e3:.2f} ms", r["frac_gemm_bound"])
     inf = res["inference"]
     st = inf["stream_step_s"]
-    size = f"H={inf['hidden_size']} I={inf['input_size']} B=1"
+    size = f"H={inf['hidden_size']} I={inf['input_size']} B=1, 1 thread"
     step_speedup = st["nn.RNNCell"] / st["ElmanRNN.step"]
     row(f"streaming ElmanRNN.step {size}", f"{st['ElmanRNN.step'] * 1e6:.1f} us",
         f"nn.RNNCell {st['nn.RNNCell'] * 1e6:.1f} us", step_speedup, ">= 1.5x", step_speedup >= 1.5)
