@@ -120,7 +120,7 @@ class ElmanCell(nn.Module):
         self.W_xh = nn.Parameter(torch.empty(hidden_size, input_size))
         self.W_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.b_h = nn.Parameter(torch.empty(hidden_size))
-        self._transposed: tuple[Tensor, ...] = ()  # lean_step's (W_xh, W_hh, W_xh^T, W_hh^T), made on first use
+        self._transposed: tuple = ()  # lean_step's (W_xh, W_hh, their data_ptrs, W_xh^T, W_hh^T), made on first use
         self.reset_parameters()
 
     @torch.no_grad()
@@ -169,10 +169,10 @@ class ElmanCell(nn.Module):
         W_xh, W_hh = p["W_xh"], p["W_hh"]
         kept = self._transposed
         if not kept or kept[0] is not W_xh or kept[1] is not W_hh \
-                or kept[2].data_ptr() != W_xh.data_ptr() or kept[3].data_ptr() != W_hh.data_ptr():
+                or kept[2] != W_xh.data_ptr() or kept[3] != W_hh.data_ptr():
             with torch.no_grad():  # views for inference: no link to autograd's graph
-                kept = self._transposed = (W_xh, W_hh, W_xh.t(), W_hh.t())
-        return kept[2], kept[3]
+                kept = self._transposed = (W_xh, W_hh, W_xh.data_ptr(), W_hh.data_ptr(), W_xh.t(), W_hh.t())
+        return kept[4], kept[5]
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, w_hh_init={self.w_hh_init!r}, "
@@ -269,9 +269,10 @@ class ElmanRNN(nn.Module):
         gradient diagnostics; a tracer or compiler, as export), every layer takes
         ``ElmanCell.lean_step``, the inference path; otherwise the formula ``ElmanCell.forward``,
         which they can record. Both give the same numbers to float rounding."""
-        if x_t.dim() != 2 or x_t.shape[1] != self.input_size:
-            raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(x_t.shape)}")
-        state = self._initial_state(state, x_t.shape[0], x_t)  # (L, B, H)
+        shape = x_t.shape  # read once: each tensor attribute is a call, and this is the hot path
+        if len(shape) != 2 or shape[1] != self.input_size:
+            raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(shape)}")
+        state = self._initial_state(state, shape[0], x_t)  # (L, B, H)
         lean = not self._recorded(x_t, state)
         # at B=1 a step is a few microseconds, so the lean path spares every call it can: the cells
         # without nn.Module.__getattr__ (~1 us a name), and one layer without unbind and stack
