@@ -361,7 +361,7 @@ def test_streamtest_writes_recording_labels_and_report(tone_model, tone_folder, 
     assert report["words"] == streaming["words"] == len(rows) == 20
     assert streaming["correct"] + streaming["wrong"] == streaming["matched"]
     assert streaming["correct_pct"] == pytest.approx(100 * streaming["correct"] / streaming["words"], abs=0.01)
-    at = {q["threshold"]: q for q in report["models"][0]["points"]}[0.6]
+    at = {q["threshold"]: q for q in report["models"][0]["points"]}[0.6]  # the detection threshold is on the curve
     assert at["correct_pct"] >= 75 and at["fa_per_hour"] <= 120  # tones are easy; the model is tiny
     assert "% matched" in capsys.readouterr().out
     # the written pair evaluates to the same figures
@@ -396,6 +396,17 @@ def test_the_sweep_replays_the_live_detector_at_each_threshold(tone_model, tone_
                              RecognizeCommands(LABELS, threshold=threshold))
         assert [(label, round(ms / 1000, 3)) for label, ms in detections] == [(e["label"], e["start"]) for e in live]
     assert len(found[0.4]) >= 5  # the recording's keywords are found
+
+
+def test_the_default_sweeps_are_finest_where_always_on_budgets_sit():
+    """Even steps in log-odds: under 0.001 apart above 0.99, where the scores of a budget of a false accept an
+    hour crowd, and no coarser than 0.02 around the default threshold."""
+    for grid, low in ((streamtest.THRESHOLDS, 0.3), (streamtest.CALIBRATION_THRESHOLDS, 0.05)):
+        t = np.array(grid)
+        assert t[0] == low and t[-1] == 0.9999 and np.all(np.diff(t) > 0)
+        np.testing.assert_allclose(np.diff(np.log(t / (1 - t))), np.log(t[1] / (1 - t[1])) - np.log(low / (1 - low)),
+                                   rtol=0.01)  # to the rounding of 8 decimals
+        assert np.diff(t[t >= 0.99]).max() < 1e-3 and np.diff(t[(t > 0.4) & (t < 0.6)]).max() < 0.02
 
 
 def test_streamtest_sweeps_each_model_once_and_draws_their_curves(tone_model, tone_folder, tmp_path, monkeypatch):
