@@ -222,6 +222,7 @@ class ElmanRNN(nn.Module):
         self.layers = nn.ModuleList(
             ElmanCell(input_size if l == 0 else hidden_size, hidden_size, w_hh_init, w_hh_gain, w_xh_init)
             for l in range(num_layers))
+        self._streamed = None  # (state, its h_t, B): what the lean one-layer step returned last (see step)
         if output_size is not None:
             readout = nn.Linear(hidden_size, output_size)  # nn.Linear's init
             self.W_hy, self.b_y = readout.weight, readout.bias
@@ -268,19 +269,33 @@ class ElmanRNN(nn.Module):
         Unless something records the step (autograd on a tensor that requires grad, as the
         gradient diagnostics; a tracer or compiler, as export), every layer takes
         ``ElmanCell.lean_step``, the inference path; otherwise the formula ``ElmanCell.forward``,
-        which they can record. Both give the same numbers to float rounding."""
+        which they can record. Both give the same numbers to float rounding.
+
+        With one layer, the lean path returns the state ``h_t.unsqueeze(0)``, a view of h_t; given
+        that state back (as a stream does, ``speechrnn.inference.streaming.EncoderStream``) it
+        reads h_t from where it kept it rather than selecting it again, a dispatch (~1 us) of a
+        ~10 us step. A view shares h_t's storage, so a state changed in place (a row reset)
+        is the same numbers either way."""
         shape = x_t.shape  # read once: each tensor attribute is a call, and this is the hot path
         if len(shape) != 2 or shape[1] != self.input_size:
             raise ValueError(f"x_t must have shape (B, I={self.input_size}), got {tuple(shape)}")
-        state = self._initial_state(state, shape[0], x_t)  # (L, B, H)
+        B = shape[0]
         lean = not self._recorded(x_t, state)
         # at B=1 a step is a few microseconds, so the lean path spares every call it can: the cells
         # without nn.Module.__getattr__ (~1 us a name), and one layer without unbind and stack
         cells = self._modules["layers"]._modules.values()
         if lean and self.num_layers == 1:
             cell, = cells
-            h_t = cell.lean_step(x_t, state[0])  # (B, H)
-            return h_t, h_t.unsqueeze(0)  # (B, H), (1, B, H)
+            streamed = self._streamed
+            if streamed is not None and state is streamed[0] and B == streamed[2]:
+                h_prev = streamed[1]  # (B, H): the storage of state (1, B, H)
+            else:
+                h_prev = self._initial_state(state, B, x_t)[0]  # (B, H)
+            h_t = cell.lean_step(x_t, h_prev)  # (B, H)
+            state = h_t.unsqueeze(0)  # (1, B, H)
+            self.__dict__["_streamed"] = (state, h_t, B)  # a plain attribute: not nn.Module.__setattr__ (~1 us)
+            return h_t, state
+        state = self._initial_state(state, B, x_t)  # (L, B, H)
         h_new = []
         for l, (cell, h_prev) in enumerate(zip(cells, state.unbind())):
             if l and self.training:  # as forward: dropout only on what a layer passes up
@@ -289,11 +304,12 @@ class ElmanRNN(nn.Module):
             h_new.append(x_t)
         return x_t, torch.stack(h_new)  # (B, H), (L, B, H)
 
-    def _recorded(self, *inputs: Tensor) -> bool:
-        """Whether a step on ``inputs`` is recorded: by a tracer or compiler, or by autograd."""
+    def _recorded(self, x_t: Tensor, state: Tensor | None) -> bool:
+        """Whether a step on ``x_t`` and ``state`` (or zeros) is recorded: by a tracer or compiler, or by autograd."""
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return True
-        return torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *self.parameters()))
+        return torch.is_grad_enabled() and (x_t.requires_grad or (state is not None and state.requires_grad)
+                                            or any(p.requires_grad for p in self.parameters()))
 
     @staticmethod
     def hidden(state: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 """The Elman RNN: same numbers as torch.nn.RNN, causal, streamable, and initialised as promised."""
 
 import contextlib
+import copy
 import math
 import warnings
 
@@ -121,6 +122,34 @@ def test_step_without_grad_takes_the_lean_path_and_equals_the_formula(num_layers
     assert lean_cells == list(rnn.layers)
     for got, want in zip(lean, recorded):  # h_t (B, H), state (L, B, H)
         torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
+
+
+def test_a_state_given_back_is_read_as_it_stands_whatever_streams_interleave_or_reset(monkeypatch):
+    # the one-layer lean step keeps the h_t of the state it returned last and reads it again when given
+    # that state back: after an in-place reset of its rows, or another stream's step in between, it
+    # must give what a copy of the model given the same numbers afresh gives
+    rnn = random_rnn(1, dtype=torch.float32)
+    ref = copy.deepcopy(rnn)
+    built = []  # the steps that built their h_prev from the state given, not from the kept h_t
+    initial_state = rnn._initial_state
+    monkeypatch.setattr(rnn, "_initial_state", lambda *args: built.append(args) or initial_state(*args))
+    xs = torch.randn(T, B, I)
+    with torch.inference_mode():
+        a = b = None
+        for t in range(T):
+            if t == 3:
+                a[:, 1] = 0  # a row restarts, as EncoderStream.reset does
+            want = ref.step(xs[t], None if a is None else a.clone())
+            built.clear()
+            got = rnn.step(xs[t], a)
+            assert len(built) == (t == 0 or t % 2 == 0)  # a's state kept unless b stepped since
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
+            a = got[1]
+            if t % 2:
+                b = rnn.step(xs[t].flip(0), b)[1]  # another stream between two of a's steps
+        with pytest.raises(ValueError, match="hidden state must have shape"):
+            rnn.step(xs[0, :2], a)  # a is (1, B, H): two rows of x_t do not fit it
 
 
 def test_lean_step_follows_its_weights_when_they_change_in_place_are_replaced_or_moved():
