@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
-from speechrnn.core.machine import keep_freed_memory, torch_threads, usable_cpus
+from speechrnn.core.machine import keep_freed_memory, torch_threads, training_threads, usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
@@ -168,9 +168,10 @@ def bench_frontend(features: dict, B: int, seconds: float, device: torch.device,
 class StepTimer(L.Callback):
     """Times each training batch's step (hook start to end) and the gap before it.
 
-    With ``num_workers=0`` the gap is the loader (index, int16 to float, collate), the
-    transfer and the wave augmentation of ``on_after_batch_transfer``, plus a little
-    loop bookkeeping, so data and training are timed batch by batch under the same load.
+    With ``num_workers=0`` the gap is the loader (index, int16 to float, collate and the wave
+    augmentation of ``AugmentingCollate``) and the transfer, plus a little loop bookkeeping, so
+    data and training are timed batch by batch under the same load; with loader workers it is
+    what the step still waits for.
     """
 
     def __init__(self, sync: Callable[[], None]):
@@ -230,7 +231,8 @@ def bench_fit(cfg, data_dir: Path, tmp: Path, device: torch.device, sync: Callab
     module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
     timer = StepTimer(sync)
     trainer = instantiate(cfg.trainer, callbacks=[timer])
-    trainer.fit(module, datamodule=data)
+    with torch_threads(training_threads(cfg.data.num_workers)):  # as python -m speechrnn.train
+        trainer.fit(module, datamodule=data)
     gap, step = min(timer.gaps), min(timer.steps)
     B = max(timer.clips)
     return dict(source=source, batch_size=B, batches=len(timer.steps), num_workers=cfg.data.num_workers,

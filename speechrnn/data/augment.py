@@ -3,10 +3,11 @@ and what makes clean synthetic speech sound recorded: speed perturbation and a s
 and microphone.
 
 Waveform augmentation (``WaveAugment``, holding ``SpeedPerturb`` and ``RoomMic``) runs on a
-batch in the data module's ``on_after_batch_transfer``; SpecAugment masks (``SpecAugment``) run
-on features inside the training step. Evaluation never sees any of them. All draw from torch's
-global generator, which the data module seeds per batch, so a batch's augmentation is a
-function of its position in the run.
+training batch where it is collated (``speechrnn.data.datamodule.AugmentingCollate``: in a loader
+worker, or in the training process); SpecAugment masks (``SpecAugment``) run on features inside
+the training step. Evaluation never sees any of them. All draw from torch's global generator,
+which the data module seeds per batch, so a batch's augmentation is a function of its position
+in the run.
 """
 
 from __future__ import annotations

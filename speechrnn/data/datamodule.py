@@ -9,8 +9,11 @@ the index names the clip in ``files(split)`` for error messages.
 A run killed mid-epoch resumes exactly: the training order of epoch ``e`` is a
 permutation drawn from ``(seed, e)`` alone (``EpochSampler``), each batch's
 augmentation draws come from ``(run seed, epoch, position)``, and the position
-within the epoch travels in the checkpoint (``state_dict``). Lightning 2.x restores
-the loop counters but not the data order or the RNG, and a stateful ``DataLoader``
+within the epoch travels in the checkpoint (``state_dict``). A batch is augmented where it
+is collated (``AugmentingCollate``): in a loader worker beside the training step with
+``num_workers >= 1``, else in the main process; the same numbers either way, as the batch
+brings its seed, and the generator's state after its draws, to the training step (for
+SpecAugment). Lightning 2.x restores the loop counters but not the data order or the RNG, and a stateful ``DataLoader``
 would not help: its state is dropped when ``configure_optimizers`` asks for
 ``estimated_stepping_batches`` (Lightning issue #20550). Under DDP every rank takes
 its share of the same permutation (Lightning's own sharding is off,
@@ -29,7 +32,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from speechrnn.core.audio import SAMPLE_RATE, as_float
 from speechrnn.data.augment import WaveAugment
@@ -53,6 +56,46 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         wave = as_float(torch.from_numpy(np.array(self.clips.waves[i])))  # a copy of the read-only memory map
         return wave, int(self.clips.labels[i]), i
+
+
+class PlacedClips(ClipDataset):
+    """The training split indexed by ``EpochSampler(positions=True)``'s ``(epoch, position, i)``:
+    item ``(wave, label, i, epoch, position)``, so a batch knows its place in the run wherever it is collated."""
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int, int, int, int]:
+        epoch, position, i = key
+        return (*super().__getitem__(i), epoch, position)
+
+
+class AugmentingCollate:
+    """Collates ``PlacedClips`` items into a training batch and augments it there, seeded by its place.
+
+    It runs where the batch is loaded: in a loader worker (``num_workers >= 1``), so the
+    augmentation of the next batches overlaps the training step, or in the main process. The
+    batch's draws come from torch's generator seeded by ``(seed, epoch, position of its first
+    clip)``, as a resumed run needs; the batch carries that seed and the generator's state after
+    the draws, and ``SpeechCommandsData.on_after_batch_transfer`` puts the main process's generator
+    there, so SpecAugment in the training step draws the same numbers wherever the batch was made.
+
+    Args:
+        augment (WaveAugment | None): the wave augmentation, or ``None`` (the seed is still set).
+        noise (Tensor): ``(K, M)`` noise recordings it mixes in (``K = 0``: none).
+        seed (int): the run's augmentation seed.
+
+    Shapes:
+        ``B x (wave (S,), label, i, epoch, position)`` -> ``(wave (B, S), label (B,), i (B,), seed, rng state)``.
+    """
+
+    def __init__(self, augment: WaveAugment | None, noise: torch.Tensor, seed: int):
+        self.augment, self.noise, self.seed = augment, noise, seed
+
+    def __call__(self, items: list[tuple]) -> tuple:
+        wave, label, index, epoch, position = default_collate(items)
+        seed = _mix(self.seed, int(epoch[0]), int(position[0]))
+        torch.manual_seed(seed)
+        if self.augment is not None:
+            wave = self.augment(wave, self.noise)  # (B, S)
+        return wave, label, index, seed, torch.get_rng_state()
 
 
 def _mix(*ints: int) -> int:
@@ -104,12 +147,15 @@ class EpochSampler(Sampler[int]):
         seed (int): shuffling seed.
         rank (int, optional): this process's rank, ``0 <= rank < world_size``. (Default: ``0``)
         world_size (int, optional): number of processes sharing the epoch. (Default: ``1``)
+        positions (bool, optional): yield ``(epoch, position, clip)`` instead of the clip alone,
+            for ``PlacedClips``. (Default: ``False``)
     """
 
-    def __init__(self, num_clips: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_clips: int, seed: int, rank: int = 0, world_size: int = 1, positions: bool = False):
         if not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
         self.num_clips, self.seed, self.rank, self.world_size = num_clips, seed, rank, world_size
+        self.positions = positions
         self.epoch, self.consumed, self._skip = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -129,7 +175,11 @@ class EpochSampler(Sampler[int]):
         order = torch.randperm(self.num_clips, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
         # (len * world_size,): the order, then its first positions again
         padded = order[torch.arange(len(self) * self.world_size) % max(self.num_clips, 1)]
-        yield from padded[start + self.rank::self.world_size].tolist()
+        clips = padded[start + self.rank::self.world_size].tolist()
+        if not self.positions:
+            yield from clips
+        else:  # the j-th clip of this rank sits at position start + rank + j * world_size of the epoch
+            yield from ((self.epoch, start + self.rank + j * self.world_size, c) for j, c in enumerate(clips))
 
 
 class SpeechCommandsData(L.LightningDataModule):
@@ -156,7 +206,8 @@ class SpeechCommandsData(L.LightningDataModule):
             ``speechrnn.data.layout.deal_speakers``). (Default: ``"reference"``)
         split_salt (str, optional): mixed into the hash rule: another speaker split. (Default: ``""``)
         batch_size (int, optional): clips per batch. (Default: ``128``)
-        num_workers (int, optional): loader processes. (Default: ``0``)
+        num_workers (int, optional): loader processes; with one or more, the training batches are
+            augmented there, beside the training step (``AugmentingCollate``). (Default: ``0``)
         cache_dir (str, optional): where decoded splits are kept. (Default: ``"data/cache"``)
         augment (dict, optional): ``WaveAugment`` arguments; ``None`` turns it off. (Default: ``None``)
         noise_dir (str, optional): a folder of ``.wav`` noise recordings (e.g. another dataset's
@@ -276,14 +327,15 @@ class SpeechCommandsData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        self.train_sampler = EpochSampler(len(self.splits["training"]), self.seed, rank, world_size)
+        self.train_sampler = EpochSampler(len(self.splits["training"]), self.seed, rank, world_size, positions=True)
         if self._resume:
             self.train_sampler.resume_at(self._resume["epoch"], self._resume["consumed"])
             # the position is restored here, so Lightning's "not resumable" warning does not apply
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
             self._resume = None
-        return DataLoader(ClipDataset(self.splits["training"]), batch_size=self.batch_size,
+        return DataLoader(PlacedClips(self.splits["training"]), batch_size=self.batch_size,
                           sampler=self.train_sampler, num_workers=self.num_workers,
+                          collate_fn=AugmentingCollate(self.augment, self.noise, self.augment_seed),
                           generator=torch.Generator().manual_seed(self.seed), persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
@@ -291,17 +343,14 @@ class SpeechCommandsData(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training and self.train_sampler is not None:
-            wave, label, index = batch
-            sampler = self.train_sampler
-            # this batch's random draws (here and SpecAugment in the step) depend only on where it is,
-            # so a resumed run repeats them exactly: the position of its first clip in the epoch's
-            # order, consumed + rank under DDP, so no two ranks draw the same
-            torch.manual_seed(_mix(self.augment_seed, sampler.epoch, sampler.consumed + sampler.rank))
-            sampler.consumed += len(label) * sampler.world_size
-            if self.augment is not None:
-                if self.noise.device != wave.device:
-                    self.noise = self.noise.to(wave.device)  # once, not every batch
-                batch = (self.augment(wave, self.noise), label, index)
+            wave, label, index, seed, state = batch  # augmented where it was collated (AugmentingCollate)
+            # the training step's draws (SpecAugment, mixup) follow the batch's own, which depend only on
+            # where it is (so a resumed run repeats them, and under DDP no two ranks draw the same): the
+            # generators seeded by its position (the CUDA ones too), the CPU one where its augmentation left it
+            torch.manual_seed(seed)
+            torch.set_rng_state(state.cpu())
+            self.train_sampler.consumed += len(label) * self.train_sampler.world_size
+            batch = (wave, label, index)
         return batch
 
     def state_dict(self) -> dict:

@@ -27,6 +27,7 @@ from speechrnn.core.atomic import atomic_write_json, atomic_write_text, sweep_le
 from speechrnn.core.audio import SAMPLE_RATE
 from speechrnn.model.checkpoint import CheckpointError, load_model
 from speechrnn.core.errors import ConfigError
+from speechrnn.core.machine import torch_threads, training_threads
 from speechrnn.evaluation.evaluate import evaluate_clips
 from speechrnn.training.config import check_config_types
 from speechrnn.training.finetune import init_weights, source_of
@@ -78,7 +79,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.trainer.get("limit_train_batches", 1.0) == 1.0 and not cfg.trainer.get("fast_dev_run"):  # not trainer=debug
         warn_if_short(len(data.splits["training"]), cfg.data.batch_size * trainer.world_size, trainer.max_epochs,
                       trainer.max_steps)
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
+    with torch_threads(training_threads(data.num_workers)):
+        trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

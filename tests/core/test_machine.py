@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from speechrnn.core.machine import keep_freed_memory, torch_threads
+from speechrnn.core.machine import keep_freed_memory, torch_threads, training_threads
 
 from helpers import subprocess_env
 
@@ -89,3 +89,11 @@ def test_torch_threads_holds_the_count_for_its_block_and_gives_back_the_one_it_f
         with torch_threads(1):
             raise RuntimeError("inside")
     assert torch.get_num_threads() == 2  # given back when the block fails too
+
+
+def test_training_leaves_its_loader_workers_their_cpus_unless_the_user_set_the_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with torch_threads(4):
+        assert [training_threads(w) for w in (0, 1, 3, 8)] == [4, 3, 1, 1]
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")
+        assert training_threads(1) == 4

@@ -293,3 +293,58 @@ def test_a_noise_dir_without_recordings_is_refused_by_name_before_decoding(tone_
     monkeypatch.setattr(datamodule, "decode_split", lambda *a, **k: pytest.fail("decoded before the check"))
     with pytest.raises(DatasetError, match=re.escape(str(folder)) + ".*" + match):
         data.setup()
+
+
+def test_with_positions_each_clip_comes_with_its_epoch_and_place_in_the_epochs_order():
+    from speechrnn.data.datamodule import EpochSampler
+    sampler = EpochSampler(24, seed=5, rank=1, world_size=2, positions=True)
+    sampler.resume_at(3, 2 * 3 * 2)  # as shares(): killed after 2 steps of batch 3 on each of 2 ranks
+    placed = list(sampler)
+    assert [c for _, _, c in placed] == shares(24, 2, epoch=3, consumed=12)[1]
+    assert [(e, p) for e, p, _ in placed] == [(3, 12 + 1 + 2 * j) for j in range(len(placed))]
+
+
+# --- where a training batch is augmented ------------------------------------------------------
+
+def training_batches(tones: Path, cache: Path, workers: int, n: int = 3) -> tuple[object, list[tuple]]:
+    """The data module and its first ``n`` training batches as the training step gets them (after
+    ``on_after_batch_transfer``), each with the next draws of torch's generator (SpecAugment's)."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from speechrnn.training.config import compose
+    cfg = compose("train", ["data=folder", f"data.root={tones}", f"data.cache_dir={cache}", "data.batch_size=4",
+                            f"data.num_workers={workers}", "+data.augment.room={}"])
+    torch.manual_seed(7)  # the run's seed: setup takes it as the augmentation seed
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    data.trainer = SimpleNamespace(training=True, global_rank=0, world_size=1)
+    out = []
+    for batch in itertools.islice(iter(data.train_dataloader()), n):
+        wave, label, index = data.on_after_batch_transfer(batch, 0)
+        out.append((wave, label, index, torch.rand(4)))
+    return data, out
+
+
+def test_a_loader_worker_gives_the_training_step_the_batches_and_draws_of_the_main_process(tmp_path):
+    from helpers import tone_corpus
+
+    from speechrnn.data.datamodule import _mix
+    tones = tone_corpus(tmp_path / "tones")
+    data, main = training_batches(tones, tmp_path / "cache", workers=0)
+    _, worker = training_batches(tones, tmp_path / "cache", workers=1)
+    for (w0, y0, i0, r0), (w1, y1, i1, r1) in zip(main, worker):
+        assert torch.equal(y0, y1) and torch.equal(i0, i1)
+        torch.testing.assert_close(w1, w0, rtol=1e-5, atol=1e-6)
+        assert torch.equal(r0, r1)
+    assert not torch.equal(main[0][3], main[1][3])  # each batch its own draws
+    # the first batch is its clean clips augmented under the seed of its place (epoch 0, position 0),
+    # and the training step's draws go on from where the augmentation's stopped
+    wave, _, index, draws = main[0]
+    clean = torch.from_numpy(data.splits["training"].waves[index.numpy()].astype("float32") / 32768.0)
+    torch.manual_seed(_mix(data.augment_seed, 0, 0))
+    expected = data.augment(clean, data.noise)
+    torch.testing.assert_close(wave, expected)
+    assert not torch.allclose(wave, clean, atol=1e-3)  # augmented
+    assert torch.equal(draws, torch.rand(4))
