@@ -6,20 +6,20 @@ the task and decodes each split once into a memory-mapped cache
 (``speechrnn.data.cache``). Batches are ``(wave (B, S) float32, label (B,), index (B,))``;
 the index names the clip in ``files(split)`` for error messages.
 
-A run killed mid-epoch resumes exactly: the training order of epoch ``e`` is a
-permutation drawn from ``(seed, e)`` alone (``EpochSampler``), each batch's
-augmentation draws come from ``(run seed, epoch, position)``, and the position
-within the epoch travels in the checkpoint (``state_dict``). A batch is augmented where it
-is collated (``AugmentingCollate``): in a loader worker beside the training step with
-``num_workers >= 1``, else in the main process; the same numbers either way, as the batch
-brings its seed, and the generator's state after its draws, to the training step (for
-SpecAugment). Lightning 2.x restores the loop counters but not the data order or the RNG, and a stateful ``DataLoader``
-would not help: its state is dropped when ``configure_optimizers`` asks for
-``estimated_stepping_batches`` (Lightning issue #20550). Under DDP every rank takes
-its share of the same permutation (Lightning's own sharding is off,
-``trainer.use_distributed_sampler=false``), the position counts the clips of all
-ranks, and each rank's batch is seeded by its own position, so the ranks draw
-different augmentations and a resumed DDP run also skips exactly what was trained on.
+A run killed mid-epoch resumes exactly: the training order of epoch ``e`` is a permutation
+drawn from ``(seed, e)`` alone (``EpochSampler``), each batch's augmentation draws come
+from ``(run seed, epoch, position)``, and the position within the epoch travels in the
+checkpoint (``state_dict``). A batch is augmented where it is collated
+(``AugmentingCollate``): in a loader worker beside the training step with
+``num_workers >= 1``, else in the main process; the same numbers either way, as the batch brings its seed,
+and the generator's state after its draws, to the training step (for SpecAugment).
+Lightning 2.x restores the loop counters but not the data order or the RNG, and a stateful
+``DataLoader`` would not help: its state is dropped when ``configure_optimizers`` asks for
+``estimated_stepping_batches`` (Lightning issue #20550). Under DDP every rank takes its
+share of the same permutation (Lightning's own sharding is off,
+``trainer.use_distributed_sampler=false``), the position counts the clips of all ranks,
+and each rank's batch is seeded by its own position, so the ranks draw different
+augmentations and a resumed DDP run also skips exactly what was trained on.
 """
 
 from __future__ import annotations

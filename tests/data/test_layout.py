@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechrnn.core.audio import fix_length
+from speechrnn.core.audio import as_float, fix_length
 from speechrnn.data.layout import DatasetError, hash_split, label_items, scan, speaker_of, split_clips, task_labels
 from speechrnn.evaluation.evaluate import folder_clips
 from speechrnn.data.labels import COMMANDS, SILENCE, UNKNOWN, WORDS_V1, WORDS_V2
@@ -342,7 +342,7 @@ def test_a_loader_worker_gives_the_training_step_the_batches_and_draws_of_the_ma
     # the first batch is its clean clips augmented under the seed of its place (epoch 0, position 0),
     # and the training step's draws go on from where the augmentation's stopped
     wave, _, index, draws = main[0]
-    clean = torch.from_numpy(data.splits["training"].waves[index.numpy()].astype("float32") / 32768.0)
+    clean = as_float(torch.from_numpy(data.splits["training"].waves[index.numpy()]))  # (B, S), as ClipDataset reads
     torch.manual_seed(_mix(data.augment_seed, 0, 0))
     expected = data.augment(clean, data.noise)
     torch.testing.assert_close(wave, expected)
