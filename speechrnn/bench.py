@@ -331,14 +331,16 @@ def machine() -> dict:
 
 
 def _cpu_sample() -> tuple[float, float, float] | None:
-    """(wall s, CPU s busy on the whole machine, CPU s of this process), or None without /proc/stat."""
+    """(wall s, CPU s busy on the whole machine, CPU s of this process and its ended children), or None
+    without /proc/stat. The children are the fits' loader workers (``data.num_workers``): theirs is the
+    bench's own load, not another process's."""
     try:
         with open("/proc/stat") as f:
             ticks = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
     except OSError:
         return None
     busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    return time.perf_counter(), busy, sum(os.times()[:2])
+    return time.perf_counter(), busy, sum(os.times()[:4])  # user, system, children user, children system
 
 
 def run(quick: bool = False, device: str | None = None, data_dir: str = "data", threads: int | None = None) -> dict:

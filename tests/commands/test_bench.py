@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from speechrnn.bench import gemm_flops, rnn_gemms
+from speechrnn.bench import _cpu_sample, gemm_flops, rnn_gemms
 
 from helpers import ROOT
 
@@ -113,3 +113,15 @@ def test_the_machine_is_in_the_json_and_the_header(bench):
                  f"peak GEMM {m['peak_gemm_flops_per_s'] / 1e9:.1f} GFLOP/s", f"{m['threads']} threads",
                  f"torch {torch.__version__}"):
         assert text in header
+
+
+def test_the_loader_workers_cpu_is_the_benchs_own_not_another_process():
+    """A child that has ended (as the fits' loader workers have when the bench samples the CPU) counts as the
+    bench's own CPU: counted as another process's, it read as 0.3 CPUs of load on a quiet machine."""
+    start = _cpu_sample()
+    if start is None:
+        pytest.skip("no /proc/stat on this system")
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    end = _cpu_sample()
+    assert end[2] - start[2] >= 0.45
