@@ -7,11 +7,11 @@ cells, unrolls them over the frames of a clip (``forward``) or one frame at a ti
 for streaming (``init_state``, ``step``: every encoder of ``speechrnn.model.spotter`` has the
 same three calls), and owns the optional readout W_hy, b_y.
 
-Speed: unrolling with autograd records ~5 small ops per frame and runs torch.tanh,
-which on CPU is ~10x slower than torch.sigmoid. ``_ElmanScan`` instead hoists the
-input projection into one matmul, updates that buffer in place frame by frame, and
-writes backpropagation through time by hand: forward+backward on CPU is about 1.2x
-(H=256) to 1.3x (H=128) faster than torch.nn.RNN, with the same outputs and gradients.
+Speed: unrolling with autograd records ~5 small ops per frame. ``_ElmanScan`` instead
+hoists the input projection into one matmul, updates that buffer in place frame by frame
+(one ``addmm_`` and one ``tanh_``), and writes backpropagation through time by hand:
+forward+backward on CPU is about 1.2x (H=256) to 1.4x (H=128) faster than torch.nn.RNN,
+with the same outputs and gradients.
 The catch: no double backward (gradient penalties) through ``forward``. A streaming
 ``step`` that nothing records (inference) takes ``ElmanCell.lean_step``: two ``addmm``
 and an in-place tanh per layer, no autograd bookkeeping.
@@ -31,18 +31,6 @@ W_HH_INITS = ("orthogonal", "identity", "uniform", "spectral")
 W_XH_INITS = ("xavier", "uniform")
 
 
-# Below this many elements one torch.tanh kernel beats the four passes of the sigmoid form
-# on CPU (a streaming step's (1..12, 128)); above it the vectorised sigmoid wins (a batch).
-SIGMOID_TANH_MIN_NUMEL = 2048
-
-
-def _tanh_(z: Tensor) -> Tensor:
-    """In-place tanh. On CPU, for large z, via tanh(z) = 2 sigmoid(2z) - 1 (~1e-7 absolute rounding)."""
-    if z.numel() < SIGMOID_TANH_MIN_NUMEL or not z.is_cpu:  # GPU tanh is one launch, not four
-        return z.tanh_()
-    return z.mul_(2).sigmoid_().mul_(2).sub_(1)
-
-
 class _ElmanScan(torch.autograd.Function):
     """All frames of one layer, time-major, with hand-written backprop through time."""
 
@@ -52,7 +40,7 @@ class _ElmanScan(torch.autograd.Function):
         hs = torch.addmm(b_h, x.flatten(0, 1), W_xh.t()).view(T, B, -1)  # (T, B, H) W_xh x_t + b_h
         h = h0
         for t in range(T):  # frame t's slot turns into h_t in place
-            h = _tanh_(hs[t].addmm_(h, W_hh.t()))  # (B, H)
+            h = hs[t].addmm_(h, W_hh.t()).tanh_()  # (B, H)
         ctx.save_for_backward(x, h0, W_xh, W_hh, hs)
         return hs
 
@@ -155,7 +143,7 @@ class ElmanCell(nn.Module):
         their transposes from ``_weights_t`` (a ``.t()`` is a dispatch, ~1 us).
         """
         W_xh_t, W_hh_t = self._weights_t()
-        return _tanh_(torch.addmm(self._parameters["b_h"], x_t, W_xh_t).addmm_(h_prev, W_hh_t))
+        return torch.addmm(self._parameters["b_h"], x_t, W_xh_t).addmm_(h_prev, W_hh_t).tanh_()
 
     def _weights_t(self) -> tuple[Tensor, Tensor]:
         """W_xh^T (I, H) and W_hh^T (H, H): views of the weights, made once and kept while they stay valid.

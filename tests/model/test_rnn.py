@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from speechrnn.model.rnn import SIGMOID_TANH_MIN_NUMEL, ElmanCell, ElmanRNN
+from speechrnn.model.rnn import ElmanCell, ElmanRNN
 
 B, T, I, H = 3, 7, 5, 6
 
@@ -37,18 +37,14 @@ def random_rnn(num_layers: int = 1, dtype=torch.float64, seed: int = 0, **kwargs
     return rnn
 
 
-# a batch of B takes torch.tanh; one over SIGMOID_TANH_MIN_NUMEL states the sigmoid form (float64:
-# float32 sums over so many rows carry more rounding than the test's tolerance)
-@pytest.mark.parametrize("dtype, batch", [(torch.float64, B), (torch.float32, B),
-                                          (torch.float64, SIGMOID_TANH_MIN_NUMEL // H + 1)],
-                         ids=["float64", "float32", "float64-sigmoid-tanh"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("with_h0", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype, batch):
+def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype):
     rnn = random_rnn(num_layers, dtype)
     ref = copied_torch_rnn(rnn)
-    x = torch.randn(batch, T, I, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(num_layers, batch, H, dtype=dtype, requires_grad=True) if with_h0 else None
+    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(num_layers, B, H, dtype=dtype, requires_grad=True) if with_h0 else None
     hs, h_n = rnn(x, h0)
     ref_hs, ref_h_n = ref(x, h0)
     torch.testing.assert_close(hs, ref_hs, atol=1e-5, rtol=0)
