@@ -28,15 +28,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ClipArray:
-    """Decoded clips of one split: ``waves`` ``(N, S)`` int16, ``labels`` ``(N,)``, ``paths`` (``""`` for silence cuts)."""
+    """Decoded clips of one split: ``waves`` ``(N, S)`` int16, ``labels`` ``(N,)``, ``paths`` (``""`` for silence cuts).
+
+    ``npy`` names the file ``waves`` is memory-mapped from, if it is. Pickled, such a split travels as
+    that name and is mapped again where it lands: a loader worker started by spawn or forkserver (the
+    default on macOS, and on Linux from Python 3.14) then shares the page cache as a forked one does,
+    instead of receiving a copy of the whole split (230 MB for the embedded corpus's training split,
+    about 2.7 GB for Speech Commands v0.02's).
+    """
 
     waves: np.ndarray
     labels: np.ndarray
     paths: list[str]
     skipped: list[str]
+    npy: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "waves": None} if self.npy else self.__dict__
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.npy:
+            self.waves = np.load(self.npy, mmap_mode="r")
 
 
 def _key(items: list[Item], labels: list[str], sample_rate: int, clip_samples: int, align: str) -> str:
@@ -90,4 +106,4 @@ def decode_split(items: list[Item], labels: list[str], cache_dir: str | Path, *,
         if meta["skipped"]:
             log.warning("%d clips of %s were skipped when first decoded; reasons in %s", len(meta["skipped"]), name, index)
     return ClipArray(np.load(npy, mmap_mode="r"), np.asarray(meta["labels"], dtype=np.int64),
-                     meta["paths"], meta["skipped"])
+                     meta["paths"], meta["skipped"], npy=str(npy.absolute()))
