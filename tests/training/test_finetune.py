@@ -186,3 +186,14 @@ def test_the_two_spellings_of_the_whole_clip_mean_are_one_setting(asked, refused
             check()
     else:
         check()
+
+
+def test_callbacks_final_keeps_the_final_model_as_best_ckpt(base):
+    """``callbacks=final``: best.ckpt is the model as training ends, not the epoch that validated best."""
+    metrics = train(config(base, "b", NEW_WORDS, "final", f"init_from={base / 'source/checkpoints/best.ckpt'}",
+                           "callbacks=final", "trainer.max_epochs=4"))
+    best = torch.load(metrics["best_checkpoint"], weights_only=False)
+    last = torch.load(base / "final/checkpoints/last.ckpt", weights_only=False)
+    assert best["epoch"] == 3
+    for name, weights in last["state_dict"].items():
+        assert torch.equal(best["state_dict"][name], weights), name
