@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -22,6 +23,20 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU maker's ID (``GenuineIntel``, ``AuthenticAMD``, ...): ``vendor_id`` of ``cpuinfo`` on Linux,
+    else the ID in ``platform.processor()`` (Windows writes it there); None where neither says."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    found = re.search(r"GenuineIntel|AuthenticAMD|HygonGenuine", platform.processor())
+    return found.group() if found else None
 
 
 def training_threads(loader_workers: int) -> int:

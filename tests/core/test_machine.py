@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 
+from speechrnn.core import machine
 from speechrnn.core.machine import keep_freed_memory, torch_threads, training_threads
 
 from helpers import subprocess_env
@@ -97,3 +98,13 @@ def test_training_leaves_its_loader_workers_their_cpus_unless_the_user_set_the_t
         assert [training_threads(w) for w in (0, 1, 3, 8)] == [4, 3, 1, 1]
         monkeypatch.setenv("OMP_NUM_THREADS", "4")
         assert training_threads(1) == 4
+
+
+def test_cpu_vendor_reads_cpuinfo_and_else_what_platform_says(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
+    assert machine.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    monkeypatch.setattr(machine.platform, "processor", lambda: "Intel64 Family 6 Model 106 Stepping 6, GenuineIntel")
+    assert machine.cpu_vendor(str(tmp_path / "absent")) == "GenuineIntel"
+    monkeypatch.setattr(machine.platform, "processor", lambda: "arm")
+    assert machine.cpu_vendor(str(tmp_path / "absent")) is None

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from speechrnn.model.rnn import ElmanCell, ElmanRNN
+import speechrnn.model.rnn as rnn_module
+from speechrnn.model.rnn import SIGMOID_TANH_MIN_NUMEL, ElmanCell, ElmanRNN, _tanh_
 
 B, T, I, H = 3, 7, 5, 6
 
@@ -37,14 +38,19 @@ def random_rnn(num_layers: int = 1, dtype=torch.float64, seed: int = 0, **kwargs
     return rnn
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+# the sigmoid form is forced as on a CPU whose tanh is slow, for a batch over SIGMOID_TANH_MIN_NUMEL states
+# (float64: float32 sums over so many rows carry more rounding than the test's tolerance)
+@pytest.mark.parametrize("dtype, batch, slow_cpu_tanh", [(torch.float64, B, False), (torch.float32, B, False),
+                                                         (torch.float64, SIGMOID_TANH_MIN_NUMEL // H + 1, True)],
+                         ids=["float64", "float32", "float64-sigmoid-tanh"])
 @pytest.mark.parametrize("with_h0", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype):
+def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype, batch, slow_cpu_tanh, monkeypatch):
+    monkeypatch.setattr(rnn_module, "SLOW_CPU_TANH", slow_cpu_tanh)
     rnn = random_rnn(num_layers, dtype)
     ref = copied_torch_rnn(rnn)
-    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(num_layers, B, H, dtype=dtype, requires_grad=True) if with_h0 else None
+    x = torch.randn(batch, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(num_layers, batch, H, dtype=dtype, requires_grad=True) if with_h0 else None
     hs, h_n = rnn(x, h0)
     ref_hs, ref_h_n = ref(x, h0)
     torch.testing.assert_close(hs, ref_hs, atol=1e-5, rtol=0)
@@ -59,6 +65,19 @@ def test_outputs_and_gradients_equal_torch_rnn(num_layers, with_h0, dtype):
     ref_grads = torch.autograd.grad((ref_hs * w_hs).sum() + (ref_h_n * w_h_n).sum(), inputs + theirs)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("slow_cpu_tanh, numel, sigmoid_form", [(False, SIGMOID_TANH_MIN_NUMEL, False),
+                                                                (True, SIGMOID_TANH_MIN_NUMEL, True),
+                                                                (True, SIGMOID_TANH_MIN_NUMEL - 1, False)])
+def test_only_a_large_state_on_a_cpu_with_a_slow_tanh_takes_the_sigmoid_form(slow_cpu_tanh, numel, sigmoid_form,
+                                                                             monkeypatch):
+    monkeypatch.setattr(rnn_module, "SLOW_CPU_TANH", slow_cpu_tanh)
+    z = torch.randn(numel, dtype=torch.float64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = _tanh_(z.clone())
+    assert ("aten::sigmoid_" in {e.key for e in prof.key_averages()}) == sigmoid_form
+    torch.testing.assert_close(got, torch.tanh(z), atol=1e-12, rtol=0)
 
 
 def test_weight_gradients_do_not_need_an_input_gradient():
