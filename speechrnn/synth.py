@@ -1,7 +1,8 @@
 """Entry point: ``python -m speechrnn.synth --root data/synthetic --seed 0`` generates (or reuses) a corpus.
 
-The corpus is the embedded default that training synthesises by itself
-(``speechrnn.data.synthetic``); this command builds one with other settings up front.
+Without arguments it builds the embedded default corpus that ``python -m speechrnn.train``
+synthesises by itself (``speechrnn.data.synthetic``; its defaults are ``conf/data/synthetic.yaml``'s),
+so training then reuses it; its options build one with other settings up front.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ import json
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from speechrnn.core.cli import version_line
 from speechrnn.core.errors import friendly
-from speechrnn.data.labels import WORDS_V2
 from speechrnn.data.synthetic import MARKER, generate_corpus
+from speechrnn.training.config import compose
 
 
 @friendly
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m speechrnn.synth", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=version_line())
-    p.add_argument("--root", default="data/synthetic", help="corpus folder (default: %(default)s)")
-    p.add_argument("--words", default=",".join(WORDS_V2), help="comma-separated (default: the 35 of v0.02)")
-    for name, default in (("seed", 0), ("num_speakers", 500), ("val_speakers", 50), ("test_speakers", 50),
-                          ("clips_per_speaker", 1), ("noise_seconds", 60.0), ("neural_speakers", 0)):
+    data = compose("train").data  # the embedded default: what training would synthesise by itself
+    embedded = OmegaConf.to_container(data.synth, resolve=True)
+    p.add_argument("--root", default=data.root, help="corpus folder (default: %(default)s)")
+    p.add_argument("--words", default=",".join(embedded.pop("words")),
+                   help="comma-separated (default: the 35 of v0.02)")
+    for name, default in {**embedded, "clips_per_speaker": 1, "noise_seconds": 60.0}.items():
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                        help="(default: %(default)s)")
     a = vars(p.parse_args(argv))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from omegaconf import OmegaConf
 
 from speechrnn.data import synthetic as synth
 from speechrnn.data.layout import DatasetError
@@ -18,6 +19,7 @@ from speechrnn.data.noise import NOISES
 from speechrnn.data.neural_voice import NeuralVoice, sample_neural_voices, speak_phonemes
 from speechrnn.data.synthetic import MARKER, Voice, generate_corpus, phonemes, sample_speakers, synthesize
 from speechrnn.synth import main
+from speechrnn.training.config import compose
 
 from helpers import killed_writers_leftover, needs_posix_signals
 
@@ -277,13 +279,31 @@ def test_voice_rejects_bad_values():
 
 def test_cli_generates_and_summarises(tmp_path, capsys):
     main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
-          "--test-speakers", "1", "--noise-seconds", "1"])
+          "--test-speakers", "1", "--neural-speakers", "0", "--noise-seconds", "1"])
     out = capsys.readouterr().out
     assert "8 clips, 4 speakers (2 train / 1 val / 1 test)" in out, out
     assert len(list((tmp_path / "cli").glob("*/*_nohash_*.wav"))) == 8
     main(["--root", str(tmp_path / "cli"), "--words", "yes,no", "--num-speakers", "4", "--val-speakers", "1",
-          "--test-speakers", "1", "--noise-seconds", "1"])
+          "--test-speakers", "1", "--neural-speakers", "0", "--noise-seconds", "1"])
     assert "reused" in capsys.readouterr().out
     main(["--root", str(tmp_path / "neural"), "--words", "yes", "--num-speakers", "3", "--val-speakers", "1",
           "--test-speakers", "1", "--neural-speakers", "2", "--noise-seconds", "1"])
     assert "5 clips, 3 speakers (1 train / 1 val / 1 test) + 2 neural speakers (train)" in capsys.readouterr().out
+
+
+def test_cli_without_arguments_builds_the_corpus_training_would_synthesise(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def recorded(root, **kwargs):  # stands in for the minutes of synthesis: what was asked, and a marker
+        calls.append((str(root), kwargs))
+        Path(root).mkdir(parents=True)
+        (Path(root) / MARKER).write_text(json.dumps({"clips": 0}))
+        return Path(root)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("speechrnn.synth.generate_corpus", recorded)
+    main([])
+    data = compose("train").data  # SpeechCommandsData.prepare_data calls generate_corpus(data.root, **data.synth)
+    root, kwargs = calls[0]
+    assert root == data.root
+    assert {k: kwargs[k] for k in data.synth} == OmegaConf.to_container(data.synth, resolve=True)
