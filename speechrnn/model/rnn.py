@@ -32,9 +32,9 @@ from speechrnn.core.machine import cpu_vendor
 W_HH_INITS = ("orthogonal", "identity", "uniform", "spectral")
 W_XH_INITS = ("xavier", "uniform")
 
-# torch's CPU tanh calls MKL's vector math, whose vectorised path runs on Intel CPUs only: on a 2-core AMD EPYC
-# one (256, 256) tanh_ takes 72 us (one thread: 139) against 27 us for the four passes of 2 sigmoid(2z) - 1
-# (torch's own vectorised sigmoid), where an Ice Lake Xeon's tanh_ takes 17 us against 46.
+# torch's CPU tanh calls MKL's vector math, whose optimisations Intel promises on its own CPUs only: on a 2-core
+# AMD EPYC one (256, 256) tanh_ takes 72 us (one thread: 139, ~2 ns an element) against 27 us for the four passes
+# of 2 sigmoid(2z) - 1 (torch's own vectorised sigmoid), where an Ice Lake Xeon's tanh_ takes 17 us against 46.
 SLOW_CPU_TANH = torch.backends.mkl.is_available() and cpu_vendor() not in (None, "GenuineIntel")
 # Below this many elements one tanh_ beats the four passes there too (a streaming step's (1..12, 128)):
 # 2048 took 4.9 us against 6.8 on that AMD EPYC, 8192 18.0 against 8.6 (one thread).
