@@ -57,6 +57,7 @@ from speechrnn.model.features import MFCC
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, COMMANDS
 from speechrnn.model.rnn import ElmanRNN
 from speechrnn.training.config import compose
+from speechrnn.training.fit import without_pytree_deprecation
 from speechrnn.training.graphs import GraphedEncoder
 
 CLIP_SAMPLES = 16000
@@ -232,7 +233,7 @@ def bench_fit(cfg, data_dir: Path, tmp: Path, device: torch.device, sync: Callab
     module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
     timer = StepTimer(sync)
     trainer = instantiate(cfg.trainer, callbacks=[timer])
-    with torch_threads(training_threads(cfg.data.num_workers)):  # as python -m speechrnn.train
+    with torch_threads(training_threads(cfg.data.num_workers)), without_pytree_deprecation():  # as train does
         trainer.fit(module, datamodule=data)
     # medians: with a loader worker the best gap is a batch that was ready (~0 s), not the loader's pace
     gap, step = float(np.median(timer.gaps)), float(np.median(timer.steps))

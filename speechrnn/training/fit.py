@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 import torch
@@ -79,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.trainer.get("limit_train_batches", 1.0) == 1.0 and not cfg.trainer.get("fast_dev_run"):  # not trainer=debug
         warn_if_short(len(data.splits["training"]), cfg.data.batch_size * trainer.world_size, trainer.max_epochs,
                       trainer.max_steps)
-    with torch_threads(training_threads(data.num_workers)):
+    with torch_threads(training_threads(data.num_workers)), without_pytree_deprecation():
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -94,6 +97,17 @@ def train(cfg: DictConfig) -> dict:
         print(f"checkpoint: {best}\nreport: {out / 'test' / 'report.json'}")
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+@contextmanager
+def without_pytree_deprecation() -> Iterator[None]:
+    """Run the block without torch's FutureWarning that ``LeafSpec`` is deprecated: Lightning's own pytree helper
+    (lightning/pytorch/utilities/_pytree.py) makes one on every fit, which no user of speechrnn can act on.
+    Every other warning passes as before."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        yield
 
 
 def warn_if_short(clips: int, batch: int, max_epochs: int | None, max_steps: int = -1) -> str | None:

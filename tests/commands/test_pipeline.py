@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,18 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
     assert len(files) < len(predictions)  # kws12's _silence_ clips are cut from background noise, not files
     header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "grad/norm_pre_clip" in header and "train/loss_step" in header
+
+
+def test_a_fit_hides_lightnings_pytree_deprecation_and_no_other_warning(tmp_path):
+    root = tone_corpus(tmp_path / "tones")
+    cfg = compose("train", ["data=folder", f"data.root={root}", f"paths.data_dir={tmp_path}/data",
+                            f"paths.output_dir={tmp_path}/run", "data.batch_size=8", "trainer.max_epochs=1",
+                            "trainer.enable_progress_bar=false", "model.encoder.hidden_size=32", "test=false"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    assert caught, "Lightning's other warnings (e.g. fewer batches than the logging interval) still pass"
 
 
 def test_train_draws_its_curves_beside_metrics_csv(trained):
