@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
-from speechrnn.core.machine import keep_freed_memory, torch_threads, training_threads, usable_cpus
+from speechrnn.core.machine import cpuinfo_field, keep_freed_memory, torch_threads, training_threads, usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
@@ -302,14 +302,7 @@ def format_table(table: list[dict]) -> str:
 
 def cpu_model() -> str:
     """The CPU's name: /proc/cpuinfo's ``model name`` on Linux, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> dict:

@@ -25,16 +25,25 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The CPU maker's ID (``GenuineIntel``, ``AuthenticAMD``, ...): ``vendor_id`` of ``cpuinfo`` on Linux,
-    else the ID in ``platform.processor()`` (Windows writes it there); None where neither says."""
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The first ``name : value`` line's value in ``cpuinfo`` (Linux's list of the CPUs, e.g. ``model name``,
+    ``vendor_id``); None where the file or the field is missing."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, colon, value = line.partition(":")
+                if colon and key.strip().lower() == name:
+                    return value.strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU maker's ID (``GenuineIntel``, ``AuthenticAMD``, ...): ``vendor_id`` of ``cpuinfo`` on Linux,
+    else the ID in ``platform.processor()`` (Windows writes it there); None where neither says."""
+    if vendor := cpuinfo_field("vendor_id", cpuinfo):
+        return vendor
     found = re.search(r"GenuineIntel|AuthenticAMD|HygonGenuine", platform.processor())
     return found.group() if found else None
 

@@ -104,6 +104,8 @@ def test_cpu_vendor_reads_cpuinfo_and_else_what_platform_says(tmp_path, monkeypa
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
     assert machine.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    assert machine.cpuinfo_field("model name", str(cpuinfo)) == "AMD EPYC"
+    assert machine.cpuinfo_field("flags", str(cpuinfo)) is None
     monkeypatch.setattr(machine.platform, "processor", lambda: "Intel64 Family 6 Model 106 Stepping 6, GenuineIntel")
     assert machine.cpu_vendor(str(tmp_path / "absent")) == "GenuineIntel"
     monkeypatch.setattr(machine.platform, "processor", lambda: "arm")
