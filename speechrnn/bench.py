@@ -50,14 +50,14 @@ from torch import Tensor, nn
 
 from speechrnn.core.cli import version_line
 from speechrnn.core.atomic import atomic_write_json
-from speechrnn.core.machine import cpuinfo_field, keep_freed_memory, torch_threads, training_threads, usable_cpus
+from speechrnn.core.machine import cpuinfo_field, keep_freed_memory, torch_threads, usable_cpus
 from speechrnn.core.timing import race
 from speechrnn.data.layout import task_labels
 from speechrnn.model.features import MFCC
 from speechrnn.data.labels import BACKGROUND_NOISE_DIR, COMMANDS
 from speechrnn.model.rnn import ElmanRNN
 from speechrnn.training.config import compose
-from speechrnn.training.fit import without_pytree_deprecation
+from speechrnn.training.fit import fitting
 from speechrnn.training.graphs import GraphedEncoder
 
 CLIP_SAMPLES = 16000
@@ -233,7 +233,7 @@ def bench_fit(cfg, data_dir: Path, tmp: Path, device: torch.device, sync: Callab
     module = instantiate(cfg.model, labels=data.labels, features=cfg.features, _recursive_=False)
     timer = StepTimer(sync)
     trainer = instantiate(cfg.trainer, callbacks=[timer])
-    with torch_threads(training_threads(cfg.data.num_workers)), without_pytree_deprecation():  # as train does
+    with fitting(cfg.data.num_workers):  # as python -m speechrnn.train
         trainer.fit(module, datamodule=data)
     # medians: with a loader worker the best gap is a batch that was ready (~0 s), not the loader's pace
     gap, step = float(np.median(timer.gaps)), float(np.median(timer.steps))

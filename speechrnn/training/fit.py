@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.trainer.get("limit_train_batches", 1.0) == 1.0 and not cfg.trainer.get("fast_dev_run"):  # not trainer=debug
         warn_if_short(len(data.splits["training"]), cfg.data.batch_size * trainer.world_size, trainer.max_epochs,
                       trainer.max_steps)
-    with torch_threads(training_threads(data.num_workers)), without_pytree_deprecation():
+    with fitting(data.num_workers):
         trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -100,11 +100,12 @@ def train(cfg: DictConfig) -> dict:
 
 
 @contextmanager
-def without_pytree_deprecation() -> Iterator[None]:
-    """Run the block without torch's FutureWarning that ``LeafSpec`` is deprecated: Lightning's own pytree helper
-    (lightning/pytorch/utilities/_pytree.py) makes one on every fit, which no user of speechrnn can act on.
-    Every other warning passes as before."""
-    with warnings.catch_warnings():
+def fitting(loader_workers: int) -> Iterator[None]:
+    """What a Lightning fit runs under, here and in the bench: torch's threads less the loader workers'
+    (``training_threads``), and without torch's FutureWarning that ``LeafSpec`` is deprecated, which Lightning's
+    own pytree helper (lightning/pytorch/utilities/_pytree.py) makes on every fit and no user of speechrnn can
+    act on. Every other warning passes as before."""
+    with torch_threads(training_threads(loader_workers)), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                 category=FutureWarning)
         yield

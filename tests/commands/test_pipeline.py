@@ -28,17 +28,20 @@ def run(*args, **kw):
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
+def tone_training(base: Path, *overrides: str):
+    """The train config of a small model on a tone folder made under ``base``, its run in ``base``/run."""
+    return compose("train", [
+        "data=folder", f"data.root={tone_corpus(base / 'tones')}", f"paths.data_dir={base}/data",
+        f"paths.output_dir={base}/run", "data.batch_size=8", "trainer.enable_progress_bar=false",
+        "model.encoder.hidden_size=32", *overrides])
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A few epochs on the tone folder; returns (run dir, data root)."""
     base = tmp_path_factory.mktemp("pipeline")
-    root = tone_corpus(base / "tones")
-    cfg = compose("train", [
-        "data=folder", f"data.root={root}", f"paths.data_dir={base}/data", f"paths.output_dir={base}/run",
-        "data.batch_size=8", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
-        "model.encoder.hidden_size=32"])
-    metrics = train(cfg)
-    return base / "run", root, metrics
+    metrics = train(tone_training(base, "trainer.max_epochs=3", "trainer.log_every_n_steps=1"))
+    return base / "run", base / "tones", metrics
 
 
 def test_train_writes_checkpoint_config_metrics_and_report(trained):
@@ -60,10 +63,7 @@ def test_train_writes_checkpoint_config_metrics_and_report(trained):
 
 
 def test_a_fit_hides_lightnings_pytree_deprecation_and_no_other_warning(tmp_path):
-    root = tone_corpus(tmp_path / "tones")
-    cfg = compose("train", ["data=folder", f"data.root={root}", f"paths.data_dir={tmp_path}/data",
-                            f"paths.output_dir={tmp_path}/run", "data.batch_size=8", "trainer.max_epochs=1",
-                            "trainer.enable_progress_bar=false", "model.encoder.hidden_size=32", "test=false"])
+    cfg = tone_training(tmp_path, "trainer.max_epochs=1", "test=false")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(cfg)
